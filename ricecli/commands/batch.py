@@ -1,0 +1,10 @@
+"""`ricecli batch` (not yet built)."""
+
+from __future__ import annotations
+
+from ricecli.errors import RicenetError
+
+
+def command() -> None:
+    """Not built yet."""
+    raise RicenetError("'ricecli batch' is not built yet")

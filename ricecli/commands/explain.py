@@ -1,0 +1,10 @@
+"""`ricecli explain` (not yet built)."""
+
+from __future__ import annotations
+
+from ricecli.errors import RicenetError
+
+
+def command() -> None:
+    """Not built yet."""
+    raise RicenetError("'ricecli explain' is not built yet")
