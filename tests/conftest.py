@@ -15,3 +15,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample files not found at {SHARED_DATA} (only CI and devs have them)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny real ricenet ONNX model (2-member MONAI ResNet-18 ensemble, 6 mm 24x28x24)."""
+    from model_fixtures import export_tiny_model
+
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "ricenet-tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(tmp_path_factory) -> dict:
+    """post_op, event, dose NIfTI files of a synthetic case (moved template + lesion + dose)."""
+    from model_fixtures import write_case
+
+    return write_case(tmp_path_factory.mktemp("case"))

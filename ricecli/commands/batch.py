@@ -1,10 +1,91 @@
-"""`ricecli batch` (not yet built)."""
+"""`ricecli batch`: classify every case of a manifest into a results CSV (resumable, shardable)."""
 
 from __future__ import annotations
 
-from ricecli.errors import RicenetError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ricecli.commands.classify import DeviceOpt, ModelOpt
 
 
-def command() -> None:
-    """Not built yet."""
-    raise RicenetError("'ricecli batch' is not built yet")
+def command(
+    manifest: Annotated[Path, typer.Argument(
+        help="CSV with case_id, post_op, event, dose (label, dose_unit, dose_fractions "
+        "optional); paths relative to its folder.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Results CSV; cases already in it are skipped (resume).")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases run in parallel.")] = 1,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="Run shard i of n (0 <= i < n): cases whose row index % n == i.")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also write occlusion maps per case (default explain settings).")]
+    = False,
+    explain_dir: Annotated[Path | None, typer.Option(
+        "--explain-dir", help="Where per-case maps go (default: <out stem>_explain/).")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Run again the cases recorded as errors (a new row is "
+        "appended; the last row of a case counts).")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Classify many cases; a failing case is recorded with its error and the rest go on."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ricecli.batch import (
+        ResultsWriter,
+        finished_cases,
+        parse_shard,
+        read_manifest,
+        run_cases,
+        select_shard,
+        summarise,
+    )
+    from ricecli.engine import open_engine, physical_cores
+    from ricecli.errors import RicenetError
+    from ricecli.model import load_model
+
+    if jobs < 1:
+        raise RicenetError("--jobs must be at least 1", fix="e.g. --jobs 2")
+    console = Console()
+    cases = select_shard(read_manifest(manifest), parse_shard(shard))
+    writer = ResultsWriter(out)
+    done = finished_cases(out, retry_failed)
+    todo = [c for c in cases if c.case_id not in done]
+    loaded = load_model(model)
+    open_engine(loaded, device)  # fail fast on a bad model or device, before any case runs
+    explain_settings = root = None
+    if explain:
+        root = explain_dir or out.with_name(out.stem + "_explain")
+        root.mkdir(parents=True, exist_ok=True)
+        explain_settings = {}
+    console.print(f"{len(cases)} case(s) in this shard, {len(cases) - len(todo)} already in "
+                  f"{out}, {len(todo)} to run with {jobs} job(s); model {loaded.name} "
+                  f"{loaded.version}")
+    threads = max(1, physical_cores() // jobs) if jobs > 1 else None
+    init = (str(loaded.path), device, threads, explain_settings,
+            None if root is None else str(root))
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("classifying", total=len(todo))
+        for row in run_cases(todo, jobs, init):
+            writer.append(row)
+            rows.append(row)
+            if row["status"] != "ok":
+                bar.console.print(f"[red]{row['case_id']} failed:[/] {row['error']}")
+            bar.advance(task)
+    summary = summarise(rows)
+    acc = f", accuracy {summary['accuracy']:.3f} on {summary['labelled']} labelled" \
+        if "accuracy" in summary else ""
+    console.print(f"done: {summary['ok']} ok, {summary['failed']} failed{acc}; results in {out}")

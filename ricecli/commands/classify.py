@@ -1,10 +1,91 @@
-"""`ricecli classify` (not yet built)."""
+"""`ricecli classify`: three files in (post-op T1c, event T1c, dose), an answer out."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# The case options are `prepare`'s own (same names, same help); `explain` imports them here.
+from ricecli.commands.prepare import DoseOpt, DoseUnitOpt, MaskOpt, T1Opt
+from ricecli.commands.prepare import FractionsOpt as DoseFractionsOpt
+from ricecli.commands.prepare import FrameOpt as DoseFrameOpt
+from ricecli.commands.prepare import RelativeOpt as DoseRelScaleOpt
 from ricecli.errors import RicenetError
 
+__all__ = ["DeviceOpt", "DoseFractionsOpt", "DoseFrameOpt", "DoseOpt", "DoseRelScaleOpt",
+           "DoseUnitOpt", "MaskOpt", "ModelOpt", "T1Opt", "case_inputs", "command"]
 
-def command() -> None:
-    """Not built yet."""
-    raise RicenetError("'ricecli classify' is not built yet")
+ModelOpt = Annotated[Path | None, typer.Option(
+    "--model", help="ricenet ONNX model or TensorRT .engine (default: the shipped model).")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto (fastest available), cpu or cuda.")]
+
+
+def case_inputs(t1: list[Path], dose: Path, mask: Path | None, dose_unit: str,
+                dose_fractions: int | None, dose_relative_scale: float | None,
+                dose_frame: Path | None):
+    """CaseInputs from the command-line options (two --t1: post-op first, then event)."""
+    from ricecli.prepare import CaseInputs
+
+    if len(t1) != 2:
+        raise RicenetError(f"--t1 was given {len(t1)} time(s), it needs exactly 2",
+                           fix="pass --t1 POSTOP --t1 EVENT (post-op scan first)")
+    return CaseInputs(post_op=t1[0], event=t1[1], dose=dose, mask=mask, dose_unit=dose_unit,
+                      dose_fractions=dose_fractions, dose_frame=dose_frame,
+                      dose_relative_scale_gy=dose_relative_scale)
+
+
+def command(
+    t1: T1Opt,
+    dose: DoseOpt,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the result as JSON to this file ('-' for stdout).")] = None,
+    save_prepared: Annotated[Path | None, typer.Option(
+        "--save-prepared", help="Also write the prepared model-space channels here.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --save-prepared folder.")] = False,
+    mask: MaskOpt = None,
+    dose_unit: DoseUnitOpt = "Gy",
+    dose_fractions: DoseFractionsOpt = None,
+    dose_relative_scale: DoseRelScaleOpt = None,
+    dose_frame: DoseFrameOpt = None,
+) -> None:
+    """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
+    from rich.console import Console
+
+    from ricecli.engine import describe, open_engine
+    from ricecli.model import load_model
+    from ricecli.report import (
+        check_output_file,
+        classify_case,
+        print_summary,
+        to_json,
+        write_text_atomic,
+    )
+
+    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                         dose_frame)
+    # fail before the slow part, not after it
+    if json_out is not None and json_out != Path("-"):
+        check_output_file(json_out, inputs.paths())
+    if save_prepared is not None:
+        from ricecli.outputs import check_output_dir
+
+        check_output_dir(save_prepared, inputs.paths(), overwrite)
+    loaded = load_model(model)
+    engine = open_engine(loaded, device)
+    console = Console(stderr=json_out == Path("-"))
+    console.print(f"engine: {describe(engine)}")
+    with console.status("preparing the case (read, register, resample) and classifying"):
+        result = classify_case(inputs, loaded, engine, save_prepared=save_prepared,
+                               overwrite=overwrite)
+    print_summary(result, console)
+    if json_out == Path("-"):
+        typer.echo(to_json(result), nl=False)
+    elif json_out is not None:
+        write_text_atomic(json_out, to_json(result), inputs=inputs.paths())
+        console.print(f"result written to {json_out}")

@@ -1,10 +1,100 @@
-"""`ricecli explain` (not yet built)."""
+"""`ricecli explain`: occlusion maps of what drove the answer, on the event scan's own grid."""
 
 from __future__ import annotations
 
-from ricecli.errors import RicenetError
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ricecli.commands.classify import (
+    DeviceOpt,
+    DoseFractionsOpt,
+    DoseFrameOpt,
+    DoseOpt,
+    DoseRelScaleOpt,
+    DoseUnitOpt,
+    MaskOpt,
+    ModelOpt,
+    T1Opt,
+    case_inputs,
+)
+from ricecli.explain import OcclusionSettings
 
 
-def command() -> None:
-    """Not built yet."""
-    raise RicenetError("'ricecli explain' is not built yet")
+def command(
+    t1: T1Opt,
+    dose: DoseOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for occlusion.nii.gz, "
+                                      "overview.png and explain.json (must not exist).")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cube_mm: Annotated[float, typer.Option("--cube-mm", help="Edge of the occluding cube, mm "
+                                           "(rounded to whole model-space voxels).")] = 16.0,
+    stride_mm: Annotated[float, typer.Option("--stride-mm", help="Step between cubes, mm.")
+                         ] = 16.0,
+    channels: Annotated[str, typer.Option("--channels", help="all: occlude every channel at "
+                                          "once (the paper); each: also one map per channel.")
+                        ] = "all",
+    batch: Annotated[int, typer.Option("--batch", help="Occluded volumes per engine call.")
+                     ] = 16,
+    target: Annotated[str, typer.Option("--target", help="Class whose probability drop is "
+                                        "mapped: recurrence, RICE or predicted.")
+                      ] = "recurrence",
+    region: Annotated[str, typer.Option("--region", help="brain: only cubes touching the "
+                                        "brain mask; all: everywhere.")] = "brain",
+    fill: Annotated[float, typer.Option("--fill", help="Value put inside the cube (0 = the "
+                                        "normalised brain mean and the outside value).")] = 0.0,
+    edges: Annotated[str, typer.Option("--edges", help="Last cube where the grid does not "
+                                       "divide: shift (inside, like MONAI) or clip (like "
+                                       "Captum).")] = "shift",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out "
+                                            "folder.")] = False,
+    mask: MaskOpt = None,
+    dose_unit: DoseUnitOpt = "Gy",
+    dose_fractions: DoseFractionsOpt = None,
+    dose_relative_scale: DoseRelScaleOpt = None,
+    dose_frame: DoseFrameOpt = None,
+) -> None:
+    """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
+    from rich.console import Console
+
+    from ricecli.engine import describe, open_engine
+    from ricecli.explain import explain_case, rich_progress, write_explain
+    from ricecli.model import load_model
+    from ricecli.outputs import staged_output
+    from ricecli.prepare import prepare_case
+
+    settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
+                                 channels=channels, target=target, batch=batch, region=region,
+                                 edges=edges).check()
+    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                         dose_frame)
+    loaded = load_model(model)
+    engine = open_engine(loaded, device)
+    console = Console(stderr=True)
+    console.print(f"engine: {describe(engine)}")
+    in_paths = [p for p in (*t1, dose, mask) if p is not None]
+    with staged_output(out, in_paths, overwrite) as staging:
+        t0 = time.perf_counter()
+        with console.status("preparing the case (read, register, resample)"):
+            case = prepare_case(inputs, loaded.spec)
+        t_prepare = time.perf_counter() - t0
+        update, bar = rich_progress("occluding")
+        with bar:
+            result = explain_case(case, loaded, engine, settings, progress=update)
+        record = write_explain(result, case, staging, loaded.spec.classes, extra={
+            "model": loaded.summary(), "engine": describe(engine),
+            "inputs": {"post_op": str(t1[0]), "event": str(t1[1]), "dose": str(dose),
+                       "mask": None if mask is None else str(mask)},
+            "prepare_s": round(t_prepare, 3), "qa": getattr(case, "qa", {}),
+        })
+    pos = record["positions"]
+    console.print(
+        f"p({result.target}) = {record['target_probability']:.3f}; "
+        f"{pos['run']} of {pos['total']} cube positions run "
+        f"({pos['skipped_unchanged']} unchanged, {pos['skipped_outside_region']} outside the "
+        f"brain skipped), {record['volumes_per_s']} volumes/s; peak at LPS "
+        f"({', '.join(f'{v:.1f}' for v in result.peak_mm)}) mm")
+    console.print(f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)")

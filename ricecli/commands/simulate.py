@@ -1,10 +1,79 @@
-"""`ricecli simulate` (not yet built)."""
+"""`ricecli simulate`: write a simulated cohort (post-op T1c, event T1c, dose, label) with truth."""
 
 from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from ricecli.errors import RicenetError
 
 
-def command() -> None:
-    """Not built yet."""
-    raise RicenetError("'ricecli simulate' is not built yet")
+def command(
+    out: Annotated[Path, typer.Option("--out", help="New folder for the cohort (manifest.csv, cases/).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of cases.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same voxels.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Cases generated in parallel (processes).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="nifti (.nii.gz, dose in Gy) or dicom (MR series folders + RTDOSE).")] = "nifti",
+    recurrence_fraction: Annotated[float, typer.Option("--recurrence-fraction", help="Expected share of recurrences (0..1).")] = 0.5,
+    difficulty: Annotated[str, typer.Option("--difficulty", help="easy | standard | hard: pose, grids, noise and class overlap.")] = "standard",
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of each class put in split 'test' (rest 'cv').")] = 0.15,
+    hypofractionated_fraction: Annotated[float, typer.Option("--hypofractionated-fraction", help="Share of 40.05 Gy/15 fx plans (rest 60 Gy/30 fx).")] = 0.3,
+    voxel_scale: Annotated[float, typer.Option("--voxel-scale", help="Multiply native voxel sizes (e.g. 2 for small, fast test cohorts).")] = 1.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+) -> None:
+    """Simulate post-treatment glioblastoma cases (RICE vs recurrence) in native scanner geometry."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ricecli.outputs import staged_output
+    from ricecli.simulate.cohort import DIFFICULTIES, FORMATS, SimConfig, generate_cohort
+
+    if fmt not in FORMATS:
+        raise RicenetError(f"unknown --format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    if difficulty not in DIFFICULTIES:
+        raise RicenetError(f"unknown --difficulty {difficulty!r}",
+                           fix=f"use one of {', '.join(DIFFICULTIES)}")
+    for name, value in (("--recurrence-fraction", recurrence_fraction),
+                        ("--hypofractionated-fraction", hypofractionated_fraction)):
+        if not 0.0 < value < 1.0:
+            raise RicenetError(f"{name} must lie strictly between 0 and 1, got {value}",
+                               fix=f"pass e.g. {name} 0.5")
+    if not 0.0 <= test_fraction < 1.0:
+        raise RicenetError(f"--test-fraction must lie in [0, 1), got {test_fraction}",
+                           fix="pass e.g. --test-fraction 0.15")
+    if not 0.25 <= voxel_scale <= 4.0:
+        raise RicenetError(f"--voxel-scale must lie in [0.25, 4], got {voxel_scale}",
+                           fix="pass 1 (scanner-like) or 2 (fast)")
+    config = SimConfig(difficulty=difficulty, recurrence_fraction=recurrence_fraction,
+                       hypofractionated_fraction=hypofractionated_fraction,
+                       voxel_scale=voxel_scale, fmt=fmt)
+    console = Console(stderr=True)
+    counts: Counter = Counter()
+    columns = (SpinnerColumn(), TextColumn("[bold]simulate[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[classes]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with staged_output(out, inputs=(), overwrite=overwrite) as stage:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("cases", total=n, classes="")
+
+            def tick(row: dict) -> None:
+                counts[row["label"]] += 1
+                text = f"RICE {counts['RICE']} / recurrence {counts['recurrence']}"
+                progress.update(task, advance=1, classes=text)
+
+            rows = generate_cohort(stage, n, seed, config, jobs=jobs, test_fraction=test_fraction,
+                                   on_case=tick)
+    splits = Counter(r["split"] for r in rows)
+    console.print(f"wrote {n} cases to {out} (RICE {counts['RICE']}, recurrence "
+                  f"{counts['recurrence']}; cv {splits['cv']}, test {splits['test']}); "
+                  f"manifest: {out / 'manifest.csv'}")

@@ -1,0 +1,363 @@
+"""Export, parity and latency figures for both presets on a lent GPU machine (or, degraded,
+on CPU): PyTorch CUDA (fp32, fp16/bf16 autocast, channels_last_3d), ONNX Runtime and
+TensorRT where present. Run through benchmarks/gpu_check.sh; settings come from GPU_CHECK_*
+environment variables (see Config). Results are rewritten to --json after every row, so a
+run cut short still leaves its figures; the summary table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.to_onnx import export_ensemble, fold_checkpoints, load_fold_members  # noqa: E402
+from ricecli.spec import PRESETS, Spec  # noqa: E402
+from train.model import Ensemble, arch_config, build_network  # noqa: E402
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(f"GPU_CHECK_{name}", default)
+
+
+@dataclasses.dataclass
+class Config:
+    """What to run; every field has a GPU_CHECK_<NAME> override (tiny sizes for CPU tests)."""
+
+    presets: list[str]
+    arch: str | None  # override the preset's architecture (e.g. tiny)
+    size_xyz: tuple[int, int, int] | None  # override the model-space size
+    members: dict[str, int]
+    occ_batch: dict[str, int]
+    reps: int
+    budget_s: float
+    exporter: str
+    work: Path
+
+    @classmethod
+    def from_env(cls, work: Path) -> Config:
+        size = env("SIZE_XYZ", "")
+        members = {"edge": int(env("MEMBERS_EDGE", "5")), "paper": int(env("MEMBERS_PAPER", "1"))}
+        occ = {"edge": int(env("OCC_BATCH_EDGE", "32")), "paper": int(env("OCC_BATCH_PAPER", "4"))}
+        if env("MEMBERS", ""):
+            members = dict.fromkeys(members, int(env("MEMBERS", "1")))
+        if env("OCC_BATCH", ""):
+            occ = dict.fromkeys(occ, int(env("OCC_BATCH", "4")))
+        return cls(presets=[p for p in env("PRESETS", "edge,paper").split(",") if p],
+                   arch=env("ARCH", "") or None,
+                   size_xyz=tuple(int(v) for v in size.split("x")) if size else None,
+                   members=members, occ_batch=occ, reps=int(env("REPS", "20")),
+                   budget_s=float(env("BUDGET_S", "420")), exporter=env("EXPORTER", "auto"),
+                   work=work)
+
+
+class Bench:
+    """Collects rows and export records, rewriting the JSON after each."""
+
+    def __init__(self, cfg: Config, json_path: Path):
+        self.cfg, self.json_path, self.start = cfg, json_path, time.perf_counter()
+        self.data = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+                     "env": environment(), "exports": [], "engines": [], "rows": [],
+                     "skipped": []}
+
+    def left(self) -> float:
+        return self.cfg.budget_s - (time.perf_counter() - self.start)
+
+    def save(self) -> None:
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.json_path.with_name(self.json_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.json_path)
+
+    def add(self, key: str, item: dict) -> None:
+        self.data[key].append(item)
+        self.save()
+        print(f"[{time.perf_counter() - self.start:6.1f}s] {key}: {json.dumps(item)}",
+              flush=True)
+
+    def skip(self, what: str, why: str) -> None:
+        self.add("skipped", {"what": what, "why": why})
+
+
+def environment() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "cpu_threads": torch.get_num_threads(), "gpu": None,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+                       "capability": f"{p.major}.{p.minor}"}
+    for mod in ("onnx", "onnxruntime", "onnxscript", "tensorrt", "monai"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info
+
+
+def preset_spec(cfg: Config, preset: str) -> tuple[Spec, dict]:
+    spec = PRESETS[preset]
+    if cfg.size_xyz:
+        space = dataclasses.replace(spec.model_space, size_xyz=cfg.size_xyz)
+        spec = dataclasses.replace(spec, model_space=space)
+    return spec, arch_config(cfg.arch or preset)
+
+
+def stats(ms: list[float], batch: int) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "per_volume_ms": float(np.median(a)) / batch,
+            "reps": len(ms)}
+
+
+def time_cuda(fn, reps: int, warmup: int = 3) -> list[float]:
+    """Per-call milliseconds by CUDA events, after warm-up (cudnn autotune happens there)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
+def time_cpu(fn, reps: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def volumes(spec: Spec, batch: int, seed: int = 0) -> np.ndarray:
+    shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def make_members(cfg: Config, preset: str, spec: Spec, arch: dict) -> tuple[list, Spec, str]:
+    run = env(f"RUN_{preset.upper()}", "")
+    if run:
+        members, spec, _ = load_fold_members(fold_checkpoints(Path(run)))
+        return members, spec, f"run {run}"
+    torch.manual_seed(0)
+    nets = [build_network(arch, len(spec.channels)).eval() for _ in range(cfg.members[preset])]
+    return nets, spec, "random weights"
+
+
+def export_both(b: Bench, preset: str, members: list, spec: Spec, source: str) -> dict:
+    """fp32 and fp16 ONNX exports with their parity; falls back to the torchscript exporter."""
+    paths = {}
+    for fp16 in (False, True):
+        out = b.cfg.work / f"{preset}{'-fp16' if fp16 else ''}.onnx"
+        card = {"name": f"gpu-check-{preset}", "version": "0.0.0", "source": source}
+        exporter = b.cfg.exporter
+        for attempt in (exporter, "torchscript"):
+            try:
+                r = export_ensemble(members, spec, card, out, fp16=fp16, parity_batch=1,
+                                    exporter=attempt)
+                break
+            except Exception as err:  # noqa: BLE001 - record, then fall back once
+                b.skip(f"export {preset} fp16={fp16} exporter={attempt}",
+                       f"{type(err).__name__}: {str(err)[:300]}")
+                if attempt == "torchscript":
+                    r = None
+        if r is None:
+            continue
+        b.add("exports", {"preset": preset, "fp16": fp16, "members": r.members,
+                          "size_mb": round(r.size_bytes / 1e6, 2), "exporter": r.exporter,
+                          "opset": r.opset, "parity_max_abs": r.parity["random"],
+                          "seconds": round(r.seconds, 1), "source": source})
+        paths[fp16] = out
+    return paths
+
+
+def bench_torch_cuda(b: Bench, preset: str, members: list, spec: Spec, ref: np.ndarray) -> None:
+    occ = b.cfg.occ_batch[preset]
+    torch.backends.cudnn.benchmark = True
+    model = Ensemble([m.cuda() for m in members]).eval()
+    modes = [("fp32", None, False), ("fp32+cl3d", None, True), ("fp16-autocast", torch.float16,
+             False), ("fp16-autocast+cl3d", torch.float16, True),
+             ("bf16-autocast", torch.bfloat16, False), ("bf16-autocast+cl3d", torch.bfloat16, True)]
+    for name, dtype, cl in modes:
+        fmt = torch.channels_last_3d if cl else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        for batch in (1, occ):
+            if b.left() < 0:
+                b.skip(f"torch-cuda {preset} {name} b{batch}", "time budget")
+                continue
+            x = torch.from_numpy(volumes(spec, batch)).cuda().contiguous(memory_format=fmt)
+            torch.cuda.reset_peak_memory_stats()
+
+            def call(x=x, dtype=dtype, m=model):
+                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype or torch.float16,
+                                                            enabled=dtype is not None):
+                    return m(x)
+
+            try:
+                ms = time_cuda(call, b.cfg.reps if batch == 1 else max(5, b.cfg.reps // 2))
+                diff = None
+                if batch == 1:
+                    diff = float(np.abs(call()[0].float().cpu().numpy() - ref).max())
+            except torch.cuda.OutOfMemoryError:
+                b.skip(f"torch-cuda {preset} {name} b{batch}", "CUDA out of memory")
+                torch.cuda.empty_cache()
+                continue
+            b.add("rows", {"preset": preset, "engine": "torch-cuda", "mode": name,
+                           "batch": batch, "members": len(members), **stats(ms, batch),
+                           "max_abs_vs_fp32_cpu": diff,
+                           "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)})
+            del x
+    model.to(memory_format=torch.contiguous_format).cpu()
+    torch.cuda.empty_cache()
+
+
+def bench_cpu(b: Bench, preset: str, members: list, spec: Spec, onnx: dict, ref: np.ndarray):
+    """ONNX Runtime (every provider it has) and torch on the CPU, fp32 and fp16 ONNX."""
+    import onnxruntime as ort
+
+    occ, cpu_reps = b.cfg.occ_batch[preset], 5 if preset != "paper" else 2
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]
+    for fp16, path in onnx.items():
+        for provider in providers:
+            session = ort.InferenceSession(str(path), providers=[provider])
+            on_gpu = provider != "CPUExecutionProvider"
+            for batch in (1, occ):
+                if (batch > 1 and preset == "paper" and not on_gpu) or b.left() < 0:
+                    b.skip(f"onnxruntime {provider} {preset} fp16={fp16} b{batch}",
+                           "too slow on CPU" if b.left() >= 0 else "time budget")
+                    continue
+                x = volumes(spec, batch)
+                ms = time_cpu(lambda s=session, x=x: s.run(None, {"volumes": x}),
+                              b.cfg.reps if on_gpu else cpu_reps)
+                diff = None
+                if batch == 1:
+                    diff = float(np.abs(session.run(None, {"volumes": x})[0] - ref).max())
+                b.add("rows", {"preset": preset, "engine": f"onnxruntime-{provider[:-17]}",
+                               "mode": "fp16-onnx" if fp16 else "fp32", "batch": batch,
+                               "members": len(members), **stats(ms, batch),
+                               "max_abs_vs_fp32_cpu": diff})
+    if b.left() > 0:
+        model = Ensemble([m.cpu() for m in members]).eval()
+        x = torch.from_numpy(volumes(spec, 1))
+        with torch.inference_mode():
+            ms = time_cpu(lambda: model(x), cpu_reps)
+        b.add("rows", {"preset": preset, "engine": "torch-cpu", "mode": "fp32", "batch": 1,
+                       "members": len(members), **stats(ms, 1), "max_abs_vs_fp32_cpu": 0.0})
+
+
+def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
+                   ref: np.ndarray) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        b.skip(f"tensorrt {preset}", "TensorRT is not installed on this machine")
+        return
+    if not torch.cuda.is_available():
+        b.skip(f"tensorrt {preset}", "no CUDA GPU")
+        return
+    from export.to_trt import TrtRunner, convert
+
+    occ = b.cfg.occ_batch[preset]
+    for fp16, path in onnx.items():
+        if b.left() < 0:
+            b.skip(f"tensorrt {preset} fp16={fp16}", "time budget")
+            continue
+        engine = path.with_suffix(".engine")
+        try:
+            side = convert(path, engine, fp16=fp16, max_batch=occ, opt_batch=occ,
+                           timing_cache=b.cfg.work / "timing.cache", parity_batch=1)
+        except Exception as err:  # noqa: BLE001 - record and go on with the other rows
+            b.skip(f"tensorrt build {preset} fp16={fp16}", f"{type(err).__name__}: {err}"[:300])
+            continue
+        b.add("engines", {"preset": preset, "fp16": fp16, "size_mb":
+                          round(side["engine"]["size_bytes"] / 1e6, 2),
+                          "build_s": side["build"]["seconds"],
+                          "parity_vs_ort": side["parity"]["max_abs_diff_vs_onnxruntime"],
+                          "tensorrt": side["tensorrt_version"]})
+        runner = TrtRunner(engine.read_bytes())
+        for batch in (1, occ):
+            x = torch.from_numpy(volumes(spec, batch)).cuda()
+            ms = time_cuda(lambda r=runner, x=x: r(x), b.cfg.reps)
+            diff = float(np.abs(runner(x)[0].cpu().numpy() - ref).max()) if batch == 1 else None
+            b.add("rows", {"preset": preset, "engine": "tensorrt", "mode":
+                           "fp16-onnx" if fp16 else "fp32", "batch": batch,
+                           "members": len(members), **stats(ms, batch),
+                           "max_abs_vs_fp32_cpu": diff})
+
+
+def table(data: dict) -> str:
+    lines = [f"GPU: {(data['env']['gpu'] or {}).get('name', 'none')}  torch "
+             f"{data['env']['torch']}  onnxruntime {data['env']['onnxruntime']}  TensorRT "
+             f"{data['env']['tensorrt']}"]
+    for e in data["exports"]:
+        lines.append(f"export {e['preset']:<5} {'fp16' if e['fp16'] else 'fp32'}: "
+                     f"{e['size_mb']:8.2f} MB, {e['members']} member(s), parity "
+                     f"{e['parity_max_abs']:.1e}, {e['exporter']}, {e['seconds']} s")
+    for e in data["engines"]:
+        lines.append(f"engine {e['preset']:<5} {'fp16' if e['fp16'] else 'fp32'}: "
+                     f"{e['size_mb']:8.2f} MB, build {e['build_s']} s, vs ORT "
+                     f"{e['parity_vs_ort']:.1e}")
+    lines.append(f"{'preset':<6} {'engine':<22} {'mode':<19} {'N':>3} {'M':>2} "
+                 f"{'median ms':>10} {'ms/vol':>9} {'p90 ms':>9} {'|d| fp32':>9}")
+    for r in data["rows"]:
+        d = r["max_abs_vs_fp32_cpu"]
+        lines.append(f"{r['preset']:<6} {r['engine']:<22} {r['mode']:<19} {r['batch']:>3} "
+                     f"{r['members']:>2} {r['median_ms']:>10.2f} {r['per_volume_ms']:>9.2f} "
+                     f"{r['p90_ms']:>9.2f} {'-' if d is None else f'{d:.1e}':>9}")
+    lines += [f"skipped: {s['what']}: {s['why'][:100]}" for s in data["skipped"]]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/ricenet_gpu_check"))
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    b = Bench(Config.from_env(args.work), args.json)
+    print(json.dumps(b.data["env"]), flush=True)
+    for preset in b.cfg.presets:
+        try:
+            spec, arch = preset_spec(b.cfg, preset)
+            members, spec, source = make_members(b.cfg, preset, spec, arch)
+            onnx = export_both(b, preset, members, spec, source)
+            with torch.inference_mode():  # the fp32 CPU reference every row is compared with
+                ref = Ensemble(members).eval()(torch.from_numpy(volumes(spec, 1)))[0].numpy()
+            if torch.cuda.is_available():
+                bench_torch_cuda(b, preset, members, spec, ref)
+            else:
+                b.skip(f"torch-cuda {preset}", "no CUDA GPU")
+            bench_tensorrt(b, preset, members, spec, onnx, ref)
+            bench_cpu(b, preset, members, spec, onnx, ref)
+        except Exception as err:  # noqa: BLE001 - one preset failing must not lose the other
+            b.skip(f"preset {preset}", f"{type(err).__name__}: {err}"[:300])
+            traceback.print_exc()
+    b.data["seconds"] = round(time.perf_counter() - b.start, 1)
+    b.save()
+    print("\n" + table(b.data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Latency of `ricecli classify` on a real-size case, stage by stage, and torch eager vs ONNX
+Runtime on the same network, as ratios measured in one run.
+
+    python benchmarks/latency.py [--model M] [--threads T] [--repeats 5] [--members 5]
+                                 [--skip-cli] [--skip-engines] [--workdir DIR]
+
+The case: post-op and event T1c of 256x256x180 at 1 mm (the shipped MNI template, moved
+rigidly as a scanner would see it, with noise and an enhancing lesion) and a 2.5 mm dose grid,
+written as NIfTI. Model: --model, else the shipped default, else a random-weight `edge`
+ensemble exported with export/to_onnx.py (weights do not change the speed). The torch vs ORT
+comparison always uses a random-weight `edge` ensemble with the same member count, exported
+the same way. Prints one line per figure and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def scanner_view(size_xyz, spacing_mm, rotation_deg, shift_mm, seed):
+    """The template T1 moved rigidly onto a scanner grid (identity direction), with noise."""
+    import SimpleITK as sitk
+
+    from ricecli.template import load_template
+
+    t1 = load_template().t1
+    centre = t1.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in t1.GetSize()])
+    grid = sitk.Image([int(n) for n in size_xyz], sitk.sitkFloat32)
+    grid.SetSpacing([spacing_mm] * 3)
+    grid.SetOrigin([c - spacing_mm * (n - 1) / 2 for c, n in zip(centre, size_xyz, strict=True)])
+    move = sitk.Euler3DTransform(centre, np.deg2rad(2.0), 0.0, np.deg2rad(rotation_deg),
+                                 shift_mm)
+    img = sitk.Resample(t1, grid, move, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img) * 600.0
+    arr += np.random.default_rng(seed).normal(0, 6, arr.shape).astype(np.float32) * (arr > 0)
+    out = sitk.GetImageFromArray(arr.astype(np.float32))
+    out.CopyInformation(img)
+    return out, move
+
+
+def ball(reference, centre_mm, radius_mm, peak):
+    """A Gaussian ball at a world point on `reference`'s grid (identity direction)."""
+    import SimpleITK as sitk
+
+    idx = np.asarray(reference.TransformPhysicalPointToContinuousIndex(centre_mm))
+    sp = np.asarray(reference.GetSpacing())
+    z, y, x = np.ogrid[tuple(slice(0, n) for n in reference.GetSize()[::-1])]
+    d2 = ((x - idx[0]) * sp[0]) ** 2 + ((y - idx[1]) * sp[1]) ** 2 + ((z - idx[2]) * sp[2]) ** 2
+    out = sitk.GetImageFromArray((peak * np.exp(-d2 / (2 * radius_mm**2))).astype(np.float32))
+    out.CopyInformation(reference)
+    return out
+
+
+def write_case(folder: Path) -> dict[str, Path]:
+    """Real-size post-op / event (256x256x180, 1 mm) and dose (2.5 mm) NIfTI files."""
+    import SimpleITK as sitk
+
+    lesion_template = (-25.0, 10.0, 15.0)
+    post, move_post = scanner_view((256, 256, 180), 1.0, 4.0, (6.0, -4.0, 3.0), 1)
+    event, move_event = scanner_view((256, 256, 180), 1.0, -3.0, (-5.0, 2.0, -6.0), 2)
+    in_event = move_event.GetInverse().TransformPoint(lesion_template)
+    event = event + ball(event, in_event, 6.0, 900.0) * sitk.Cast(event > 0, sitk.sitkFloat32)
+    dose_grid = sitk.Image([103, 103, 72], sitk.sitkFloat32)
+    dose_grid.SetSpacing([2.5] * 3)
+    dose_grid.SetOrigin(post.GetOrigin())
+    dose = ball(dose_grid, move_post.GetInverse().TransformPoint(lesion_template), 25.0, 60.0)
+    paths = {}
+    for name, img in (("post_op", post), ("event", event), ("dose", dose)):
+        paths[name] = folder / f"{name}.nii.gz"
+        sitk.WriteImage(img, str(paths[name]), True)
+    return paths
+
+
+def timed(fn, repeats: int) -> tuple[float, list[float]]:
+    """Median wall time of `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def random_edge_model(folder: Path, members: int, spec=None) -> tuple[Path, list]:
+    """A random-weight `edge` ensemble exported with export/to_onnx.py; (path, torch members)."""
+    import torch
+
+    from export.to_onnx import export_ensemble
+    from ricecli.spec import PRESETS
+    from train.model import arch_config, build_network
+
+    spec = spec or PRESETS["edge"]
+    torch.manual_seed(0)
+    nets = [build_network(arch_config("edge"), len(spec.channels)).eval() for _ in range(members)]
+    card = {"name": "ricenet-edge-random", "version": "bench", "members": members,
+            "intended_use": "benchmark only: random weights"}
+    path = folder / "edge-random.onnx"
+    export_ensemble(nets, spec, card, path)
+    return path, nets
+
+
+def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=None) -> dict:
+    """Same random edge ensemble: torch eager vs ONNX Runtime CPU, batch 1 and batch 8."""
+    import torch
+
+    from ricecli.engine import OnnxRuntimeEngine
+    from ricecli.model import load_model
+    from train.model import Ensemble
+
+    path, nets = random_edge_model(folder, members, spec)
+    model = load_model(path)
+    engine = OnnxRuntimeEngine(model, ["CPUExecutionProvider"], threads=threads)
+    ensemble = Ensemble(nets).eval()
+    torch.set_num_threads(threads)
+    shape = (len(model.spec.channels), *model.spec.model_space.shape_zyx)
+    out = {"members": members, "input_shape": list(shape)}
+    for batch in (1, 8):
+        x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
+        xt = torch.from_numpy(x)
+
+        def run_torch(xt=xt):
+            with torch.inference_mode():
+                return ensemble(xt)
+
+        t_torch, _ = timed(run_torch, repeats)
+        t_ort, _ = timed(lambda x=x: engine.run(x), repeats)
+        diff = float(np.abs(run_torch()[0].numpy() - engine.run(x)[0]).max())
+        out[f"batch{batch}"] = {"torch_eager_s": round(t_torch, 4), "onnxruntime_s":
+                                round(t_ort, 4), "torch_over_ort": round(t_torch / t_ort, 2),
+                                "max_abs_diff": diff}
+        print(f"batch {batch}: torch eager {t_torch:.3f} s, ONNX Runtime {t_ort:.3f} s, "
+              f"ratio {t_torch / t_ort:.2f}x (max |diff| {diff:.1e})", flush=True)
+    return out
+
+
+def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
+    """read / prepare (with its sub-stages) / infer / classify_case end to end, in-process."""
+    from ricecli.dose import read_dose
+    from ricecli.engine import describe, open_engine
+    from ricecli.model import load_model
+    from ricecli.prepare import CaseInputs, prepare_case, to_tensor
+    from ricecli.read import read_mr
+    from ricecli.report import classify_case, prepare_timings
+
+    model = load_model(model_path)
+    engine = open_engine(model, "cpu")
+    print(f"model {model.name} {model.version}; engine {describe(engine)}", flush=True)
+    out: dict = {"model": model.summary(), "engine": engine.name}
+    start = time.perf_counter()
+    read_mr(paths["post_op"])
+    read_mr(paths["event"])
+    read_dose(paths["dose"])
+    out["read_s"] = round(time.perf_counter() - start, 3)
+    inputs = CaseInputs(post_op=paths["post_op"], event=paths["event"], dose=paths["dose"])
+    start = time.perf_counter()
+    case = prepare_case(inputs, model.spec)
+    out["prepare_s"] = round(time.perf_counter() - start, 3)
+    out["prepare_stages_s"] = {k.removeprefix("prepare."): round(v, 3)
+                               for k, v in prepare_timings(case).items()}
+    tensor = to_tensor(case, model.spec)[None]
+    t_infer, _ = timed(lambda: engine.run(tensor), repeats)
+    out["infer_s"] = round(t_infer, 4)
+    start = time.perf_counter()
+    result = classify_case(inputs, model, engine)
+    out["classify_in_process_s"] = round(time.perf_counter() - start, 3)
+    out["classify_timings_s"] = result["timings_s"]
+    print(f"read {out['read_s']} s; prepare {out['prepare_s']} s "
+          f"{out['prepare_stages_s']}; infer {out['infer_s']} s; classify (in-process, warm) "
+          f"{out['classify_in_process_s']} s", flush=True)
+    return out
+
+
+def cli_wall(paths: dict, model_path: Path | None, folder: Path) -> float:
+    """`ricecli classify` as a fresh process (imports, model load, everything)."""
+    cmd = [sys.executable, "-m", "ricecli.cli", "classify", "--t1", str(paths["post_op"]),
+           "--t1", str(paths["event"]), "--dose", str(paths["dose"]), "--device", "cpu",
+           "--json", str(folder / "result.json")]
+    if model_path is not None:
+        cmd += ["--model", str(model_path)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"ricecli classify failed: {proc.stderr.strip()}")
+    print(f"ricecli classify (fresh process, end to end): {wall:.2f} s", flush=True)
+    return wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--members", type=int, default=None,
+                    help="ensemble size of the random model (default: the model's, else 5)")
+    ap.add_argument("--skip-cli", action="store_true", help="no fresh-process classify run")
+    ap.add_argument("--skip-engines", action="store_true", help="no torch vs ORT comparison")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from ricecli import __version__
+    from ricecli.engine import physical_cores
+    from ricecli.model import default_model_path, load_model
+
+    threads = args.threads or physical_cores()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ricenet-latency-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_path = args.model
+    if model_path is None and default_model_path().is_file():
+        model_path = default_model_path()
+    start = time.perf_counter()
+    paths = write_case(work)
+    print(f"case written in {time.perf_counter() - start:.1f} s to {work}", flush=True)
+    members = args.members
+    spec = None
+    if model_path is not None:
+        loaded = load_model(model_path)
+        members = members or loaded.members
+        spec = loaded.spec
+    members = members or 5
+    ratios = None if args.skip_engines else torch_vs_ort(work, members, threads, args.repeats,
+                                                         spec)
+    if model_path is None:
+        if args.skip_engines:
+            random_edge_model(work, members)
+        model_path = work / "edge-random.onnx"
+        print("no default model shipped: using the random-weight edge export", flush=True)
+    report = {"benchmark": "latency", "ricecli": __version__, "threads": threads,
+              "machine": {"cpu": platform.processor() or platform.machine(),
+                          "logical_cpus": os.cpu_count(), "python": platform.python_version()},
+              "case": {"mr_size_xyz": [256, 256, 180], "mr_spacing_mm": 1.0,
+                       "dose_spacing_mm": 2.5},
+              "torch_vs_onnxruntime": ratios}
+    report["stages"] = stages(paths, model_path, args.repeats)
+    if not args.skip_cli:
+        report["classify_cli_wall_s"] = round(cli_wall(paths, model_path, work), 3)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Export: fold checkpoints -> one verified ONNX model (to_onnx) -> TensorRT engines (to_trt)."""

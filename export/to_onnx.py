@@ -1,0 +1,373 @@
+"""Fold checkpoints -> ONE verified ONNX model carrying the spec and model card.
+
+    python export/to_onnx.py --run RUN --out model.onnx [--folds all|0,1] [--fp16] [--name N]
+                             [--check-case DIR|FILE.npz]
+
+The graph (the contract `ricecli/model.py` reads): input `volumes` [N, C, D, H, W] float32
+(dynamic N), outputs `probabilities` [N, 2] and `member_probabilities` [N, M, 2] in the
+spec's class order; opset 18; one self-contained file. `metadata_props` hold `ricenet.spec`
+(Spec.to_json()) and `ricenet.card` (JSON: name, version, classes, members with their fold
+metrics and checkpoint sha256, training summary, intended use, created, exporter versions,
+fp16). With --fp16 the weights and compute are float16 inside, behind Cast nodes, so the
+float32 interface stays. Every export is checked (onnx full check, ONNX Runtime vs the float32
+PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ricecli import __version__ as RICECLI_VERSION  # noqa: E402
+from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+
+INPUT_NAME = "volumes"
+OUTPUT_NAMES = ("probabilities", "member_probabilities")
+OPSET = 18
+PARITY_TOL = 1e-4
+INTENDED_USE = "research; trained on simulated data unless stated; not for clinical use"
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and how well ONNX Runtime matched PyTorch."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    members: int
+    fp16: bool
+    opset: int
+    exporter: str
+    parity: dict[str, float] = field(default_factory=dict)  # input name -> max |ORT - torch|
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        kind = "fp16 (vs fp32 torch)" if self.fp16 else "fp32"
+        out = [f"wrote {self.path}: {self.size_bytes / 1e6:.2f} MB, {self.members} member(s), "
+               f"opset {self.opset}, {self.exporter} exporter, {self.seconds:.1f} s"]
+        out += [f"parity {kind} on {name}: max |ORT - torch| = {d:.2e}"
+                for name, d in self.parity.items()]
+        return out
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pick_exporter(exporter: str = "auto") -> str:
+    """torch.export-based ('dynamo', needs onnxscript) when available, else 'torchscript'."""
+    if exporter == "auto":
+        return "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
+    if exporter not in ("dynamo", "torchscript"):
+        raise InputError(f"unknown exporter {exporter!r}", fix="use auto, dynamo or torchscript")
+    return exporter
+
+
+def _graph_module(members: list, fp16: bool):
+    """Ensemble wrapped so the ONNX interface is float32 even when the inside is float16."""
+    import torch
+
+    from train.model import Ensemble
+
+    class OnnxEnsemble(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            nets = [copy.deepcopy(m).cpu().eval() for m in members]
+            self.ensemble = Ensemble([n.half() if fp16 else n.float() for n in nets]).eval()
+
+        def forward(self, volumes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean, member = self.ensemble(volumes.half() if fp16 else volumes)
+            return mean.float(), member.float()
+
+    return OnnxEnsemble().eval()
+
+
+def _torch_export(module, example, path: Path, exporter: str) -> None:
+    """Write the graph with a dynamic batch axis, all weights inside the one file."""
+    import torch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. 'torchvision not installed'
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},),
+                              opset_version=OPSET, external_data=False, dynamo=True,
+                              verbose=False)
+        else:
+            axes = {n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)}
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+                              opset_version=OPSET, dynamo=False)
+
+
+def complete_card(card: dict, spec: Spec, fp16: bool, exporter: str, members: int) -> dict:
+    """Fill what every card must say (classes, intended use, versions, time) if missing."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    out = {"name": f"ricenet-{spec.preset}", "version": "0.1.0", "classes": list(spec.classes),
+           "members": [{"index": i} for i in range(members)], "intended_use": INTENDED_USE}
+    out.update(card)
+    out["fp16"] = fp16
+    out.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    out["exporter"] = {"tool": "export/to_onnx.py", "exporter": exporter, "opset": OPSET,
+                       "ricecli": RICECLI_VERSION, "torch": torch.__version__,
+                       "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return out
+
+
+def _ort_run(path: Path, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    mean, member = session.run(list(OUTPUT_NAMES), {INPUT_NAME: volumes.astype(np.float32)})
+    return mean, member
+
+
+def _torch_run(members: list, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    module = _graph_module(members, fp16=False)
+    with torch.no_grad():
+        mean, member = module(torch.from_numpy(volumes.astype(np.float32)))
+    return mean.numpy(), member.numpy()
+
+
+def parity(path: Path, members: list, volumes: np.ndarray) -> float:
+    """Max |ONNX Runtime - float32 PyTorch| over both outputs; inf if ORT gives non-finite."""
+    got = _ort_run(path, volumes)
+    want = _torch_run(members, volumes)
+    if not all(np.isfinite(g).all() for g in got):
+        return float("inf")
+    return float(max(np.abs(g - w).max() for g, w in zip(got, want, strict=True)))
+
+
+def random_volumes(spec: Spec, batch: int, seed: int = 0) -> np.ndarray:
+    """Standard-normal input [batch, C, D, H, W] (roughly what z-scored T1 channels look like)."""
+    shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
+                    fp16: bool = False, check_inputs: dict[str, np.ndarray] | None = None,
+                    parity_batch: int = 2, tol: float = PARITY_TOL,
+                    exporter: str = "auto") -> ExportReport:
+    """Export fold networks as one ONNX ensemble, verify it, then rename it into place."""
+    import onnx
+    import torch
+
+    start = time.perf_counter()
+    if not members:
+        raise ModelError("no ensemble members to export")
+    exporter = pick_exporter(exporter)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    card = complete_card(card, spec, fp16, exporter, len(members))
+    inputs = {"random": random_volumes(spec, parity_batch)}
+    inputs.update(check_inputs or {})
+    try:
+        example = torch.from_numpy(random_volumes(spec, 2, seed=1))
+        _torch_export(_graph_module(members, fp16), example, tmp, exporter)
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in ((SPEC_KEY, spec.to_json()), (CARD_KEY, json.dumps(card))):
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"ricenet {card['name']} {card['version']}: {INTENDED_USE}"
+        onnx.save(proto, str(tmp))
+        del proto
+        onnx.checker.check_model(str(tmp), full_check=True)
+        diffs = {name: parity(tmp, members, vol) for name, vol in inputs.items()}
+        worst = max(diffs.values())
+        if not np.isfinite(worst) or (not fp16 and worst > tol):
+            raise ModelError(f"ONNX Runtime disagrees with PyTorch by {worst:.2e} (> {tol:g}) "
+                             f"on {max(diffs, key=diffs.get)}", out_path,
+                             fix="report this with the torch/onnxruntime versions; try "
+                             "--exporter torchscript")
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(path=str(out_path), size_bytes=out_path.stat().st_size,
+                        sha256=file_sha256(out_path), members=len(members), fp16=fp16,
+                        opset=OPSET, exporter=exporter, parity=diffs,
+                        seconds=time.perf_counter() - start)
+
+
+def fold_checkpoints(run: Path, folds: str = "all") -> list[Path]:
+    """RUN/fold{k}/best.safetensors for the chosen folds (all that exist, or a list)."""
+    if not run.is_dir():
+        raise InputError("run folder not found", run, fix="pass --run RUN written by "
+                         "'python -m train fit'")
+    if folds == "all":
+        found = sorted(run.glob("fold*/best.safetensors"),
+                       key=lambda p: int(p.parent.name[4:]) if p.parent.name[4:].isdigit() else 0)
+        if not found:
+            raise InputError("no fold*/best.safetensors in the run folder", run,
+                             fix="train first ('python -m train fit') or pass the right --run")
+        return found
+    try:
+        ks = [int(k) for k in folds.split(",") if k.strip()]
+    except ValueError:
+        raise InputError(f"--folds {folds!r} is not 'all' or a list like 0,1,2",
+                         fix="pass --folds all or --folds 0,2") from None
+    paths = [run / f"fold{k}" / "best.safetensors" for k in ks]
+    for p in paths:
+        if not p.is_file():
+            raise InputError("fold checkpoint not found", p, fix="check --folds against the run")
+    return paths
+
+
+def load_fold_members(paths: list[Path]) -> tuple[list, Spec, list]:
+    """Load checkpoints; all must share one spec and architecture."""
+    from train.checkpoint import load_checkpoint
+
+    checkpoints = []
+    for p in paths:
+        try:
+            checkpoints.append(load_checkpoint(p))
+        except (ValueError, OSError) as err:
+            raise InputError(f"not a readable ricenet checkpoint ({err})", p,
+                             fix="pass a run folder written by 'python -m train fit'") from None
+    first = checkpoints[0]
+    for p, ck in zip(paths, checkpoints, strict=True):
+        if ck.spec != first.spec or ck.arch != first.arch:
+            raise InputError("checkpoint spec or architecture differs from the first fold's", p,
+                             fix="export folds of one run only")
+    return [ck.network() for ck in checkpoints], first.spec, checkpoints
+
+
+def run_card(run: Path, paths: list[Path], checkpoints: list, name: str | None) -> dict:
+    """Model card from the checkpoints and the run folder (folds.json, summary.json)."""
+    members = [{"fold": ck.fold, "metrics": ck.metrics, "source": str(p.relative_to(run)),
+                "sha256": file_sha256(p)} for p, ck in zip(paths, checkpoints, strict=True)]
+    metrics: dict[str, dict] = {}
+    keys = {k for ck in checkpoints for k, v in ck.metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k in sorted(keys):
+        vals = [float(ck.metrics[k]) for ck in checkpoints if isinstance(ck.metrics.get(k),
+                                                                         (int, float))]
+        metrics[f"val_{k}"] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals)),
+                               "n": len(vals)}
+    training = {"run": run.name, "arch": checkpoints[0].arch, "config": checkpoints[0].config,
+                "code_version": checkpoints[0].code_version}
+    for fname, key in (("folds.json", "folds"), ("summary.json", "summary")):
+        try:
+            data = json.loads((run / fname).read_text())
+        except (OSError, ValueError):
+            continue
+        if key == "folds" and isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "val"}
+        training[key] = data
+    return {"name": name or run.resolve().name, "members": members, "metrics": metrics,
+            "training": training,
+            "source_checkpoints": {m["source"]: m["sha256"] for m in members}}
+
+
+def read_check_case(path: Path, spec: Spec) -> np.ndarray:
+    """A prepared case as [1, C, D, H, W]: a `ricecli prepare` folder or an .npz."""
+    want = tuple(spec.model_space.shape_zyx)
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            if "volumes" in data:
+                arr = data["volumes"]
+            else:
+                missing = [c for c in spec.channels if c not in data]
+                if missing:
+                    raise InputError(f"npz has neither 'volumes' nor channels {missing}", path,
+                                     fix="save volumes [C,D,H,W] or one array per channel")
+                arr = np.stack([data[c] for c in spec.channels])
+    elif path.is_dir():
+        import SimpleITK as sitk
+
+        arrays = []
+        for channel in spec.channels:
+            hits = [path / f"{channel}{ext}" for ext in (".nii.gz", ".nii", ".nrrd", ".mha")]
+            hit = next((h for h in hits if h.is_file()), None)
+            if hit is None:
+                raise InputError(f"prepared case has no {channel}.nii.gz", path,
+                                 fix="pass a folder written by 'ricecli prepare'")
+            arrays.append(sitk.GetArrayFromImage(sitk.ReadImage(str(hit))))
+        arr = np.stack(arrays)
+    else:
+        raise InputError("check case not found", path,
+                         fix="pass a 'ricecli prepare' output folder or an .npz")
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr[None]
+    if arr.ndim != 5 or arr.shape[1:] != (len(spec.channels), *want):
+        raise InputError(f"check case has shape {arr.shape}, the spec needs "
+                         f"[N,{len(spec.channels)},{','.join(map(str, want))}]", path,
+                         fix="prepare it with the same spec (preset) as the model")
+    return arr
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: export a run's folds, print the file size and the parity figures."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python export/to_onnx.py", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, type=Path, help="run folder (RUN/fold{k}/...)")
+    ap.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    ap.add_argument("--folds", default="all", help="'all' or a list like 0,1,2")
+    ap.add_argument("--fp16", action="store_true", help="float16 weights/compute inside")
+    ap.add_argument("--name", default=None, help="model name in the card (default: run name)")
+    ap.add_argument("--model-version", default="0.1.0", help="model version in the card")
+    ap.add_argument("--check-case", type=Path, default=None,
+                    help="a 'ricecli prepare' folder or .npz to check parity on as well")
+    ap.add_argument("--parity-batch", type=int, default=2, help="batch of the random check")
+    ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    args = ap.parse_args(argv)
+    try:
+        paths = fold_checkpoints(args.run, args.folds)
+        members, spec, checkpoints = load_fold_members(paths)
+        card = run_card(args.run, paths, checkpoints, args.name)
+        card["version"] = args.model_version
+        checks = {}
+        if args.check_case is not None:
+            checks[f"case {args.check_case.name}"] = read_check_case(args.check_case, spec)
+        report = export_ensemble(members, spec, card, args.out, fp16=args.fp16,
+                                 check_inputs=checks, parity_batch=args.parity_batch,
+                                 exporter=args.exporter)
+    except RicenetError as err:
+        print(f"error: {err.one_line()}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - one line, no traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"internal error: {type(err).__name__}: {first}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

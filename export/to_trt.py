@@ -1,0 +1,304 @@
+"""ONNX model -> TensorRT engine for this GPU, with a JSON sidecar and a parity check.
+
+    python export/to_trt.py --onnx model.onnx --out model.engine [--fp16] [--max-batch B]
+                            [--opt-batch O] [--timing-cache F] [--workspace-gb G]
+
+Works with the TensorRT 10 and 11 Python APIs. TensorRT 11 networks are always strongly typed
+and have no FP16 builder flag: precision comes from the ONNX itself, so build from a model
+exported with `to_onnx.py --fp16`. On TensorRT 10, `--fp16` on an fp32 ONNX sets the (weakly
+typed) FP16 builder flag; an fp16 ONNX is built strongly typed on both. The optimisation
+profile covers batch 1..B with its optimum at the occlusion batch O. A timing cache given with
+--timing-cache is loaded if present and saved back (atomically) after the build.
+
+Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/model.py`):
+    format             "ricenet-trt-sidecar/1"
+    ricenet.spec       the spec as a JSON object (Spec.from_dict) - copied from the ONNX
+    ricenet.card       the model card as a JSON object - copied from the ONNX
+    engine             {"file", "sha256", "size_bytes"}
+    onnx               {"file", "sha256"} of the source model
+    tensorrt_version   e.g. "10.13.0.35"; the engine only loads with this exact version
+    gpu                {"name", "compute_capability"}; engines are specific to the GPU model
+    build              {"fp16", "strongly_typed", "flags", "workspace_gb", "timing_cache"}
+    profile            {"input": "volumes", "min"/"opt"/"max": [N, C, D, H, W]}
+    io                 {"input": "volumes", "outputs": ["probabilities", "member_probabilities"],
+                        "dtype": "float32"} - I/O stays float32 even for fp16 engines
+    parity             {"max_abs_diff_vs_onnxruntime": float | null, "batch": int}
+    created            ISO time (UTC)
+Without TensorRT or without a CUDA GPU this exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as `python export/to_trt.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+
+INPUT_NAME = "volumes"
+OUTPUT_NAMES = ("probabilities", "member_probabilities")
+SIDECAR_FORMAT = "ricenet-trt-sidecar/1"
+FP16_PARITY_TOL = 1e-2
+FP32_PARITY_TOL = 2e-3  # TF32 convolutions are allowed by default
+
+
+def import_tensorrt():
+    """The tensorrt module, or a one-line ModelError saying how to get it."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ModelError("TensorRT is not installed",
+                         fix="install the gpu extra (pip install 'ricecli[gpu]') on a machine "
+                         "with an NVIDIA GPU, or use the ONNX model with ONNX Runtime") from None
+    return trt
+
+
+def gpu_name() -> tuple[str, str] | None:
+    """(name, compute capability) of CUDA device 0, or None without a usable GPU."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        if not torch.cuda.is_available():
+            return None
+        major, minor = torch.cuda.get_device_capability(0)
+        return torch.cuda.get_device_name(0), f"{major}.{minor}"
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return None
+        name = ctypes.create_string_buffer(256)
+        cuda.cuDeviceGetName(name, 256, 0)
+        return name.value.decode(), "unknown"
+    except OSError:
+        return None
+
+
+def trt_major(trt) -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def read_onnx_meta(path: Path) -> tuple[Spec, dict, bool]:
+    """Spec, card and whether the weights are float16, from a ricenet ONNX file."""
+    import onnx
+
+    if not path.is_file():
+        raise InputError("ONNX model not found", path, fix="export one with export/to_onnx.py")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf raises several types
+        raise InputError(f"not a readable ONNX file ({type(err).__name__})", path,
+                         fix="pass a .onnx written by export/to_onnx.py") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if SPEC_KEY not in meta:
+        raise InputError(f"ONNX model has no {SPEC_KEY} metadata", path,
+                         fix="export it with export/to_onnx.py")
+    spec = Spec.from_json(meta[SPEC_KEY])
+    card = json.loads(meta.get(CARD_KEY, "{}"))
+    fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    return spec, card, bool(card.get("fp16", fp16))
+
+
+def build_engine(onnx_path: Path, spec: Spec, onnx_fp16: bool, fp16: bool, max_batch: int,
+                 opt_batch: int, timing_cache: Path | None, workspace_gb: float) -> tuple:
+    """Serialized engine bytes and the build description for the sidecar."""
+    trt = import_tensorrt()
+    major = trt_major(trt)
+    if fp16 and not onnx_fp16 and major >= 11:
+        raise InputError("TensorRT 11 has no FP16 builder flag; the ONNX model is float32",
+                         onnx_path, fix="export with 'python export/to_onnx.py --fp16' and build "
+                         "from that file")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = major >= 11 or onnx_fp16
+    net_flags = 0
+    if strongly_typed and major < 11:
+        net_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(net_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelError(f"TensorRT cannot parse the ONNX model ({errors[:200]})", onnx_path,
+                         fix="re-export with export/to_onnx.py; check the TensorRT version")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    flags = []
+    if fp16 and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+        flags.append("FP16")
+    chw = [len(spec.channels), *spec.model_space.shape_zyx]
+    shapes = {"min": [1, *chw], "opt": [opt_batch, *chw], "max": [max_batch, *chw]}
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *(tuple(shapes[k]) for k in ("min", "opt", "max")))
+    config.add_optimization_profile(profile)
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ModelError("TensorRT failed to build the engine (see the log above)", onnx_path,
+                         fix="try a smaller --max-batch or a larger --workspace-gb")
+    if timing_cache is not None:
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    build = {"fp16": bool(fp16 or onnx_fp16), "onnx_fp16": onnx_fp16,
+             "strongly_typed": strongly_typed, "flags": flags, "workspace_gb": workspace_gb,
+             "timing_cache": str(timing_cache) if timing_cache else None}
+    return bytes(plan), build, {"input": INPUT_NAME, **shapes}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file beside the target, then rename: never half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class TrtRunner:
+    """Runs a serialized engine on torch CUDA buffers (export-side helper, needs torch)."""
+
+    def __init__(self, plan: bytes):
+        import torch
+
+        trt = import_tensorrt()
+        self.torch = torch
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise ModelError("TensorRT could not load the engine it just built")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, volumes) -> tuple:
+        """volumes: a float32 CUDA tensor [N, C, D, H, W] -> (probabilities, member probs)."""
+        torch = self.torch
+        volumes = volumes.contiguous()
+        self.context.set_input_shape(INPUT_NAME, tuple(volumes.shape))
+        self.context.set_tensor_address(INPUT_NAME, volumes.data_ptr())
+        outs = []
+        for name in OUTPUT_NAMES:
+            shape = tuple(self.context.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=torch.float32, device=volumes.device)
+            self.context.set_tensor_address(name, out.data_ptr())
+            outs.append(out)
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ModelError("TensorRT execution failed")
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return tuple(outs)
+
+
+def trt_parity(plan: bytes, onnx_path: Path, spec: Spec, batch: int) -> float:
+    """Max |TensorRT - ONNX Runtime| on a random batch."""
+    import onnxruntime as ort
+    import torch
+
+    shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    want = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    got = TrtRunner(plan)(torch.from_numpy(x).cuda())
+    torch.cuda.synchronize()
+    return float(max(np.abs(g.cpu().numpy() - w).max() for g, w in zip(got, want, strict=True)))
+
+
+def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
+            opt_batch: int = 16, timing_cache: Path | None = None, workspace_gb: float = 8.0,
+            parity_batch: int = 2) -> dict:
+    """Build, check and write `out` and its sidecar `out.json`; return the sidecar."""
+    import hashlib
+
+    trt = import_tensorrt()
+    gpu = gpu_name()
+    if gpu is None:
+        raise ModelError("no CUDA GPU found; TensorRT engines are built on the GPU they run on",
+                         fix="run export/to_trt.py on the workstation with the NVIDIA GPU")
+    if not 1 <= opt_batch <= max_batch:
+        raise InputError(f"--opt-batch {opt_batch} must lie in 1..--max-batch {max_batch}",
+                         fix="e.g. --max-batch 32 --opt-batch 16")
+    spec, card, onnx_fp16 = read_onnx_meta(onnx_path)
+    start = time.perf_counter()
+    plan, build, profile = build_engine(onnx_path, spec, onnx_fp16, fp16, max_batch, opt_batch,
+                                        timing_cache, workspace_gb)
+    build["seconds"] = round(time.perf_counter() - start, 2)
+    diff = trt_parity(plan, onnx_path, spec, min(parity_batch, max_batch))
+    tol = FP16_PARITY_TOL if build["fp16"] else FP32_PARITY_TOL
+    if not np.isfinite(diff) or diff > tol:
+        raise ModelError(f"TensorRT disagrees with ONNX Runtime by {diff:.2e} (> {tol:g})", out,
+                         fix="rebuild without --fp16 or report it with the TensorRT version")
+    sidecar = {
+        "format": SIDECAR_FORMAT, SPEC_KEY: spec.to_dict(), CARD_KEY: card,
+        "engine": {"file": out.name, "sha256": hashlib.sha256(plan).hexdigest(),
+                   "size_bytes": len(plan)},
+        "onnx": {"file": onnx_path.name, "sha256": _sha256(onnx_path)},
+        "tensorrt_version": trt.__version__,
+        "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
+        "build": build, "profile": profile,
+        "io": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "dtype": "float32"},
+        "parity": {"max_abs_diff_vs_onnxruntime": diff, "batch": min(parity_batch, max_batch)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, plan)
+    write_atomic(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1).encode())
+    return sidecar
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: build the engine, print its size, build time and parity."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python export/to_trt.py",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--onnx", required=True, type=Path, help="ricenet .onnx (to_onnx.py)")
+    ap.add_argument("--out", required=True, type=Path, help="the .engine file to write")
+    ap.add_argument("--fp16", action="store_true", help="FP16 (TensorRT 10 flag on fp32 ONNX)")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--opt-batch", type=int, default=16, help="the occlusion batch size")
+    ap.add_argument("--timing-cache", type=Path, default=None)
+    ap.add_argument("--workspace-gb", type=float, default=8.0)
+    args = ap.parse_args(argv)
+    try:
+        side = convert(args.onnx, args.out, args.fp16, args.max_batch, args.opt_batch,
+                       args.timing_cache, args.workspace_gb)
+    except RicenetError as err:
+        print(f"error: {err.one_line()}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - one line, no traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"internal error: {type(err).__name__}: {first}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {side['engine']['size_bytes'] / 1e6:.1f} MB, TensorRT "
+          f"{side['tensorrt_version']} on {side['gpu']['name']}, build "
+          f"{side['build']['seconds']} s, max |TRT - ORT| = "
+          f"{side['parity']['max_abs_diff_vs_onnxruntime']:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Classify a cohort from a manifest: resumable, shardable (SLURM arrays), failure-tolerant.
+
+Manifest: CSV with `case_id, post_op, event, dose` and optionally `label, mask, dose_unit,
+dose_fractions, dose_relative_scale_gy, dose_frame` (the simulated cohort's layout); relative
+paths are resolved against the manifest's folder. Results: one CSV row per case, appended
+under a file lock and flushed, so a killed run or parallel shards never lose finished rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ricecli.errors import InputError, OutputError, RicenetError
+
+REQUIRED = ("case_id", "post_op", "event", "dose")
+RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
+                  "votes_RICE", "members", "true_label", "warnings", "seconds", "error",
+                  "explain_dir", "model_sha256", "engine")
+
+
+@dataclass(frozen=True)
+class ManifestCase:
+    """One manifest row: its index (for sharding), id, resolved inputs and known label."""
+
+    index: int
+    case_id: str
+    post_op: Path
+    event: Path
+    dose: Path
+    label: str | None = None
+    mask: Path | None = None
+    dose_unit: str = "Gy"
+    dose_fractions: int | None = None
+    dose_relative_scale_gy: float | None = None
+    dose_frame: Path | None = None
+
+    def inputs(self):
+        """The CaseInputs that prepare_case takes."""
+        from ricecli.prepare import CaseInputs
+
+        return CaseInputs(post_op=self.post_op, event=self.event, dose=self.dose,
+                          mask=self.mask, dose_unit=self.dose_unit,
+                          dose_fractions=self.dose_fractions, dose_frame=self.dose_frame,
+                          dose_relative_scale_gy=self.dose_relative_scale_gy)
+
+
+def _opt(row: dict, key: str) -> str | None:
+    value = (row.get(key) or "").strip()
+    return value or None
+
+
+def read_manifest(path: Path) -> list[ManifestCase]:
+    """Parse and check a manifest; paths relative to its folder become absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("manifest not found", path, fix="pass the manifest.csv of a cohort "
+                         "(e.g. made by 'ricecli simulate --out DIR')")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = set(rows[0]) if rows else set()
+    missing = [c for c in REQUIRED if c not in header]
+    if not rows or missing:
+        raise InputError(f"manifest has no rows or lacks columns {missing or list(REQUIRED)}",
+                         path, fix=f"give a CSV with columns {', '.join(REQUIRED)} "
+                         "(label, dose_unit, dose_fractions optional)")
+    base = path.resolve().parent
+    cases, seen = [], set()
+    for i, row in enumerate(rows):
+        where = f"row {i + 2}"
+        cid = _opt(row, "case_id")
+        if cid is None or cid in seen:
+            raise InputError(f"{where}: case_id is {'empty' if cid is None else 'repeated'}",
+                             path, fix="give every case a unique case_id")
+        seen.add(cid)
+        paths = {}
+        for key in ("post_op", "event", "dose", "mask", "dose_frame"):
+            value = _opt(row, key)
+            if value is None and key in REQUIRED:
+                raise InputError(f"{where} ({cid}): {key} is empty", path,
+                                 fix=f"fill in the {key} path")
+            paths[key] = None if value is None else (base / value).resolve() \
+                if not Path(value).is_absolute() else Path(value)
+        try:
+            fractions = _opt(row, "dose_fractions")
+            scale = _opt(row, "dose_relative_scale_gy")
+            cases.append(ManifestCase(
+                index=i, case_id=cid, label=_opt(row, "label"),
+                dose_unit=_opt(row, "dose_unit") or "Gy",
+                dose_fractions=None if fractions is None else int(float(fractions)),
+                dose_relative_scale_gy=None if scale is None else float(scale),
+                **paths))
+        except ValueError as err:
+            raise InputError(f"{where} ({cid}): {err}", path,
+                             fix="dose_fractions must be an integer, "
+                             "dose_relative_scale_gy a number") from None
+    return cases
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'i/n' (0 <= i < n) -> (i, n); None -> (0, 1), i.e. the whole cohort."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if n < 1 or not 0 <= i < n:
+        raise RicenetError(f"--shard {text!r} is not i/n with 0 <= i < n",
+                           fix="e.g. --shard 0/4 ... --shard 3/4, or "
+                           "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    return i, n
+
+
+def select_shard(cases: list[ManifestCase], shard: tuple[int, int]) -> list[ManifestCase]:
+    """The cases of shard i of n: manifest row index modulo n (stable, disjoint, complete)."""
+    i, n = shard
+    return [c for c in cases if c.index % n == i]
+
+
+def finished_cases(results: Path, retry_failed: bool = False) -> set[str]:
+    """case_ids already recorded in results (ok rows; error rows too unless retrying)."""
+    if not results.is_file() or results.stat().st_size == 0:
+        return set()
+    with open(results, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "case_id" not in reader.fieldnames \
+                or "status" not in reader.fieldnames:
+            raise OutputError("existing results file is not a ricecli batch results CSV",
+                              results, fix="choose another --out or remove that file")
+        keep = {"ok"} if retry_failed else {"ok", "error"}
+        done = {r["case_id"] for r in reader if r.get("status") in keep}
+    return done
+
+
+class ResultsWriter:
+    """Append rows to the results CSV under an exclusive lock, header once, fsync per row."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.is_dir() or not self.path.parent.is_dir():
+            raise OutputError("cannot write the results file here", self.path,
+                              fix="give a file name in an existing folder, e.g. results.csv")
+
+    def append(self, row: dict) -> None:
+        buf = io.StringIO()
+        csv.DictWriter(buf, RESULT_COLUMNS, extrasaction="ignore",
+                       lineterminator="\n").writerow(row)
+        with open(self.path, "a+", newline="") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.seek(0, os.SEEK_END)
+                prefix = ""
+                if f.tell() == 0:
+                    prefix = ",".join(RESULT_COLUMNS) + "\n"
+                else:
+                    f.seek(f.tell() - 1)
+                    if f.read(1) != "\n":  # a killed writer left half a row: close it
+                        prefix = "\n"
+                f.write(prefix + buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def result_row(case: ManifestCase, result: dict | None, error: str | None,
+               seconds: float, explain_dir: str = "") -> dict:
+    """The CSV row of one case (ok with its result, or error with the message)."""
+    row = {"case_id": case.case_id, "true_label": case.label or "",
+           "seconds": f"{seconds:.2f}", "explain_dir": explain_dir}
+    if result is None:
+        return {**row, "status": "error", "error": error or "unknown error"}
+    probs, votes = result["probabilities"], result["votes"]
+    return {**row, "status": "ok", "label": result["label"],
+            "p_recurrence": f"{probs['recurrence']:.6f}", "p_RICE": f"{probs['RICE']:.6f}",
+            "votes_recurrence": votes.get("recurrence", 0), "votes_RICE": votes.get("RICE", 0),
+            "members": len(result["members"]), "warnings": " | ".join(result["warnings"]),
+            "error": "", "model_sha256": result["model"]["sha256"],
+            "engine": result["engine"]["name"]}
+
+
+# --- the per-process worker (one model and engine per process) --------------------------
+
+_STATE: dict = {}
+
+
+def init_worker(model_path: str | None, device: str, threads: int | None,
+                explain: dict | None, explain_root: str | None) -> None:
+    """Load the model and open the engine once per process."""
+    from ricecli.engine import OnnxRuntimeEngine, open_engine
+    from ricecli.model import load_model
+
+    model = load_model(model_path)
+    if threads and model.format == "onnx" and device in ("cpu", "auto"):
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+        engine = open_engine(model, device)
+        if engine.providers[0] == "CPUExecutionProvider":
+            engine = OnnxRuntimeEngine(model, ["CPUExecutionProvider"], threads=threads)
+    else:
+        engine = open_engine(model, device)
+    _STATE.update(model=model, engine=engine, explain=explain,
+                  explain_root=None if explain_root is None else Path(explain_root))
+
+
+def run_case(case: ManifestCase) -> dict:
+    """Classify (and explain) one case; any failure becomes an error row, never a crash."""
+    start = time.perf_counter()
+    explain_dir = ""
+    try:
+        result = _classify(case)
+        if _STATE.get("explain") is not None:
+            explain_dir = _explain(case, result)
+        return result_row(case, result, None, time.perf_counter() - start, explain_dir)
+    except RicenetError as err:
+        message = err.one_line()
+    except Exception as err:  # noqa: BLE001 - one bad case must not stop a cohort
+        message = f"internal error: {type(err).__name__}: {err}"
+    return result_row(case, None, " ".join(message.split()), time.perf_counter() - start)
+
+
+def _classify(case: ManifestCase) -> dict:
+    from ricecli.report import classify_case
+
+    return classify_case(case.inputs(), _STATE["model"], _STATE["engine"],
+                         keep_case=_STATE.get("explain") is not None)
+
+
+def _explain(case: ManifestCase, result: dict) -> str:
+    """Occlusion maps of the case into EXPLAIN_ROOT/<case_id> (renamed into place when done)."""
+    from ricecli.explain import OcclusionSettings, explain_case, write_explain
+
+    root: Path = _STATE["explain_root"]
+    model, engine = _STATE["model"], _STATE["engine"]
+    settings = OcclusionSettings(**_STATE["explain"])
+    case_obj = result.pop("_case")
+    explained = explain_case(case_obj, model, engine, settings)
+    final = root / case.case_id
+    tmp = root / f".{case.case_id}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_explain(explained, case_obj, tmp, model.spec.classes,
+                  extra={"case_id": case.case_id, "classification": result["probabilities"]})
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return str(final)
+
+
+def run_cases(cases: list[ManifestCase], jobs: int, init_args: tuple) -> Iterator[dict]:
+    """Rows as cases finish: in this process for jobs=1, else in a spawn pool."""
+    if jobs <= 1 or len(cases) <= 1:
+        init_worker(*init_args)
+        for case in cases:
+            yield run_case(case)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=init_worker, initargs=init_args) as pool:
+        futures = {pool.submit(run_case, c): c for c in cases}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as err:  # noqa: BLE001 - a dead worker: record and go on
+                yield result_row(futures[fut], None, f"worker failed: {type(err).__name__}: "
+                                 f"{err}", 0.0)
+
+
+def summarise(rows: Iterable[dict]) -> dict:
+    """Counts of ok / error rows and, where true labels are known, the accuracy."""
+    rows = list(rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    labelled = [r for r in ok if r.get("true_label")]
+    out = {"cases": len(rows), "ok": len(ok), "failed": len(rows) - len(ok)}
+    if labelled:
+        out["accuracy"] = sum(r["label"] == r["true_label"] for r in labelled) / len(labelled)
+        out["labelled"] = len(labelled)
+    return out

@@ -1,0 +1,252 @@
+"""Case preparation: the ONE code path that training and inference share.
+
+read -> register (post-op -> event, event -> template, optional dose frame -> post-op)
+-> compose the rigid transforms -> resample each channel once into model space -> brain mask
+-> normalise (T1 z-scored in the brain, dose / spec.dose_scale_gy) -> 0 outside the brain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ricecli.dose import read_dose
+from ricecli.errors import DoseError, InputError
+from ricecli.read import geometry_summary, read_mask, read_mr
+from ricecli.register import Registration, register_rigid
+from ricecli.spec import Spec
+from ricecli.template import load_template, model_space_grid, template_mask_in
+
+MIN_DOSE_COVERAGE = 0.01  # below this fraction of the brain inside the dose grid: wrong frame
+WARN_DOSE_COVERAGE = 0.90
+OUTPUT_FILES = {"post_op": "post_op.nii.gz", "event": "event.nii.gz", "dose": "dose.nii.gz"}
+
+
+@dataclass(frozen=True)
+class CaseInputs:
+    """Paths and dose options of one case (what `ricecli prepare` takes on its command line)."""
+
+    post_op: str | Path
+    event: str | Path
+    dose: str | Path
+    mask: str | Path | None = None
+    dose_unit: str = "Gy"
+    dose_fractions: int | None = None
+    dose_frame: str | Path | None = None
+    dose_relative_scale_gy: float | None = None
+
+    def paths(self) -> list[Path]:
+        """Every input path (outputs must never land in or on one of them)."""
+        items = (self.post_op, self.event, self.dose, self.mask, self.dose_frame)
+        return [Path(p) for p in items if p is not None]
+
+
+@dataclass
+class PreparedCase:
+    """Model-space channels (normalised float32, z,y,x), brain mask, geometry and QA."""
+
+    channels: dict[str, np.ndarray]
+    brain_mask: np.ndarray
+    reference: sitk.Image
+    event_image: sitk.Image
+    model_to_event: sitk.Transform
+    qa: dict = field(default_factory=dict)
+
+
+def affine_matrix(transform: sitk.Transform) -> np.ndarray:
+    """4x4 homogeneous matrix of a rigid/affine sitk transform (y = M (x - c) + c + t)."""
+    m = np.asarray(transform.GetMatrix(), float).reshape(3, 3)
+    c = np.asarray(transform.GetCenter(), float)
+    t = np.asarray(transform.GetTranslation(), float)
+    out = np.eye(4)
+    out[:3, :3] = m
+    out[:3, 3] = c + t - m @ c
+    return out
+
+
+def affine_transform(matrix: np.ndarray) -> sitk.AffineTransform:
+    """A sitk AffineTransform from a 4x4 matrix (centre at the origin)."""
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(matrix[:3, :3].ravel().tolist())
+    out.SetTranslation(matrix[:3, 3].tolist())
+    return out
+
+
+def _brain_points(reference: sitk.Image, brain: np.ndarray) -> np.ndarray:
+    """World (LPS) points of the brain voxels of an identity-direction grid, as [N, 3] (x,y,z)."""
+    zyx = np.argwhere(brain > 0)
+    return np.asarray(reference.GetOrigin()) + zyx[:, ::-1] * np.asarray(reference.GetSpacing())
+
+
+def _inside(points: np.ndarray, matrix: np.ndarray, image: sitk.Image) -> np.ndarray:
+    """Which world points, mapped by `matrix`, fall inside `image`'s voxel grid."""
+    world = points @ matrix[:3, :3].T + matrix[:3, 3]
+    d = np.asarray(image.GetDirection()).reshape(3, 3)
+    index = (world - np.asarray(image.GetOrigin())) @ d / np.asarray(image.GetSpacing())
+    size = np.asarray(image.GetSize())
+    return np.all((index >= -0.5) & (index <= size - 0.5), axis=1)
+
+
+def _resample(image: sitk.Image, reference: sitk.Image, matrix: np.ndarray,
+              interpolator: int = sitk.sitkLinear) -> np.ndarray:
+    """One resampling into model space; 0 outside the image."""
+    out = sitk.Resample(image, reference, affine_transform(matrix), interpolator, 0.0,
+                        image.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def _zscore(values: np.ndarray, valid: np.ndarray, name: str, path: str | Path) -> np.ndarray:
+    """z-score over the valid brain voxels; 0 (the mean, the fill value) everywhere else."""
+    v = values[valid].astype(np.float64)
+    std = float(v.std()) if v.size else 0.0
+    if v.size < 100 or std <= 0:
+        raise InputError(f"the {name} scan is empty or constant inside the brain after "
+                         "registration", path, fix="check that it is a brain T1c of this patient")
+    out = np.zeros(values.shape, np.float32)
+    out[valid] = ((v - v.mean()) / std).astype(np.float32)
+    return out
+
+
+def _reg_qa(reg: Registration) -> dict:
+    return {**reg.qa, "seconds": round(reg.seconds, 3)}
+
+
+def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
+    """Read, register, resample once, mask and normalise one case into `spec`'s model space."""
+    if spec.t1_normalisation != "zscore_in_brain":
+        raise ValueError(f"unknown t1_normalisation {spec.t1_normalisation!r}")
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    post_op = read_mr(inputs.post_op, notes)
+    event = read_mr(inputs.event, notes)
+    dose_gy = read_dose(inputs.dose, unit=inputs.dose_unit, fractions=inputs.dose_fractions,
+                        relative_scale_gy=inputs.dose_relative_scale_gy, notes=notes)
+    user_mask = read_mask(inputs.mask, notes) if inputs.mask is not None else None
+    frame = read_mr(inputs.dose_frame, notes) if inputs.dose_frame is not None else None
+    timings["read"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    template = load_template()
+    event_region = None
+    event_for_template = event
+    if user_mask is not None:
+        event_region = sitk.Resample(user_mask, event, sitk.Transform(), sitk.sitkNearestNeighbor,
+                                     0)
+        if not sitk.GetArrayViewFromImage(event_region).any():
+            raise InputError("the mask does not overlap the event scan", inputs.mask,
+                             fix="give a brain mask in the event scan's frame (--t1 #2)")
+        event_for_template = sitk.Mask(event, event_region)
+    reg_post = register_rigid(event, post_op, fixed_mask=event_region, same_contrast=True)
+    reg_template = register_rigid(template.t1, event_for_template, fixed_mask=template.mask,
+                                  same_contrast=False)
+    reg_frame = None
+    if frame is not None:
+        reg_frame = register_rigid(post_op, frame, same_contrast=False)
+    timings["register"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    model_to_event = affine_matrix(reg_template.transform)
+    model_to_post = affine_matrix(reg_post.transform) @ model_to_event
+    model_to_dose = model_to_post
+    if reg_frame is not None:
+        model_to_dose = affine_matrix(reg_frame.transform) @ model_to_post
+    reference = model_space_grid(spec.model_space)
+    if user_mask is not None:
+        brain = _resample(user_mask, reference, model_to_event, sitk.sitkNearestNeighbor)
+    else:
+        brain = sitk.GetArrayFromImage(template_mask_in(spec.model_space))
+    brain = (brain > 0).astype(np.uint8)
+    if not brain.any():
+        raise InputError("the brain mask is empty in model space", inputs.mask,
+                         fix="give a brain mask of the event scan, in its frame")
+    post_arr = _resample(post_op, reference, model_to_post)
+    event_arr = _resample(event, reference, model_to_event)
+    dose_arr = _resample(dose_gy, reference, model_to_dose)
+    timings["resample"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    points = _brain_points(reference, brain)
+    sel = brain > 0
+    in_post = np.zeros_like(sel)
+    in_post[sel] = _inside(points, model_to_post, post_op)
+    in_event = np.zeros_like(sel)
+    in_event[sel] = _inside(points, model_to_event, event)
+    in_dose = _inside(points, model_to_dose, dose_gy)
+    coverage = float(in_dose.mean())
+    if coverage < MIN_DOSE_COVERAGE:
+        raise DoseError(
+            f"the dose grid does not overlap the post-op scan's brain ({coverage:.1%} covered)",
+            inputs.dose,
+            fix="give the dose of this patient in the post-op scan's frame, or name the image "
+            "the dose is defined in with --dose-frame",
+        )
+    channels = {
+        "post_op": _zscore(post_arr, in_post, "post-op", inputs.post_op),
+        "event": _zscore(event_arr, in_event, "event", inputs.event),
+        "dose": np.where(sel, dose_arr / spec.dose_scale_gy, 0.0).astype(np.float32),
+    }
+    timings["normalise"] = time.perf_counter() - t0
+
+    registrations = {"post_op_to_event": _reg_qa(reg_post),
+                     "event_to_template": _reg_qa(reg_template)}
+    if reg_frame is not None:
+        registrations["dose_frame_to_post_op"] = _reg_qa(reg_frame)
+    max_in_brain = float(dose_arr[sel].max())
+    dose_qa = {
+        "coverage_of_brain": round(coverage, 4),
+        "max_gy": round(float(sitk.GetArrayViewFromImage(dose_gy).max()), 3),
+        "max_in_brain_gy": round(max_in_brain, 3),
+        "frame": "dose_frame" if frame is not None else "post_op",
+    }
+    warnings = [f"{name}: registration likely failed ({'; '.join(r['reasons'])})"
+                for name, r in registrations.items() if r["likely_failed"]]
+    if coverage < WARN_DOSE_COVERAGE:
+        warnings.append(f"the dose grid covers only {coverage:.0%} of the brain")
+    if max_in_brain <= 0:
+        warnings.append("the dose is zero everywhere in the brain")
+    geometry = {"post_op": geometry_summary(post_op), "event": geometry_summary(event),
+                "dose": geometry_summary(dose_gy)}
+    if frame is not None:
+        geometry["dose_frame"] = geometry_summary(frame)
+    qa = {
+        "registration": registrations,
+        "dose": dose_qa,
+        "brain_voxels": int(sel.sum()),
+        "brain_mask": "user" if user_mask is not None else "template",
+        "fov_coverage_of_brain": {"post_op": round(float(in_post[sel].mean()), 4),
+                                  "event": round(float(in_event[sel].mean()), 4)},
+        "inputs": {k: str(v) for k, v in vars(inputs).items() if v is not None},
+        "geometry": geometry,
+        "model_space": spec.to_dict()["model_space"],
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": warnings,
+        "notes": notes,
+    }
+    return PreparedCase(channels, brain, reference, event, reg_template.transform, qa)
+
+
+def to_tensor(case: PreparedCase, spec: Spec) -> np.ndarray:
+    """The model input of one case: [C, z, y, x] float32 in `spec.channels` order."""
+    return np.stack([case.channels[name] for name in spec.channels]).astype(np.float32, copy=False)
+
+
+def channel_image(case: PreparedCase, name: str) -> sitk.Image:
+    """One model-space channel as a sitk image on the model-space grid."""
+    image = sitk.GetImageFromArray(case.channels[name])
+    image.CopyInformation(case.reference)
+    return image
+
+
+def write_prepared(case: PreparedCase, out_dir: str | Path) -> None:
+    """post_op/event/dose .nii.gz (model space, as the model sees them) and qa.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, filename in OUTPUT_FILES.items():
+        sitk.WriteImage(channel_image(case, name), str(out / filename), useCompression=True)
+    (out / "qa.json").write_text(json.dumps(case.qa, indent=2, default=str) + "\n")

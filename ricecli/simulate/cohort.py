@@ -1,0 +1,329 @@
+"""One simulated patient end to end, and a cohort of them written to disk with a manifest.
+
+Case i depends only on (seed, i): the same seed gives the same voxel data whatever --n or --jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ricecli.simulate import risk
+from ricecli.simulate.anatomy import Anatomy, build_anatomy, smooth_noise
+from ricecli.simulate.lesion import Lesion, make_lesion
+from ricecli.simulate.scanner import (
+    acquire,
+    dose_grid,
+    pose_matrix,
+    sample_acquisition,
+    to_grid,
+    visit_poses,
+)
+from ricecli.simulate.treatment import CAVITY_FLUID, Plan, Resection, place_resection, plan_dose
+
+DIFFICULTIES = ("easy", "standard", "hard")
+FORMATS = ("nifti", "dicom")
+MANIFEST_COLUMNS = (
+    "case_id", "post_op", "event", "dose", "label", "split", "dose_unit", "dose_fractions",
+    "lesion_mask", "truth", "lesion_x_mm", "lesion_y_mm", "lesion_z_mm", "lesion_site",
+    "solidity", "multifocal", "regimen", "prescription_gy", "fractions", "p_recurrence",
+    "difficulty", "format", "seed",
+)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Cohort-wide generation parameters (all written to each case's truth)."""
+
+    difficulty: str = "standard"
+    recurrence_fraction: float = 0.5
+    hypofractionated_fraction: float = 0.3
+    residual_fraction: float = 0.45
+    work_mm: float = 2.0
+    voxel_scale: float = 1.0
+    warp_mm: float = 2.5
+    background_noise: bool = False
+    fmt: str = "nifti"
+
+    def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}")
+        if self.fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}")
+        if not 0.0 < self.recurrence_fraction < 1.0:
+            raise ValueError("recurrence_fraction must lie strictly between 0 and 1")
+
+
+@dataclass
+class SimulatedCase:
+    """Native-geometry images of one patient and the ground truth."""
+
+    case_id: str
+    label: str
+    post_op: sitk.Image  # int16 scanner units, post-op native grid
+    event: sitk.Image  # int16, event native grid
+    dose_gy: sitk.Image  # float32 Gy on the planning grid, post-op world frame
+    lesion_mask: sitk.Image  # uint8 on the event grid
+    truth: dict
+
+
+def case_id(index: int) -> str:
+    return f"sim{index:04d}"
+
+
+def case_rng(seed: int, index: int) -> np.random.Generator:
+    """An independent stream per case (so --jobs and --n do not change a case)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _image(arr: np.ndarray, grid: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr.astype(np.float32, copy=False))
+    img.CopyInformation(grid)
+    return img
+
+
+def _soft(g: np.ndarray, level: float, radius_mm: float, h: float) -> np.ndarray:
+    """Partial-volume indicator of g <= level (edge ~1 voxel wide)."""
+    return np.clip(0.5 + (level - g) * radius_mm / h, 0.0, 1.0).astype(np.float32)
+
+
+def post_op_image(rng: np.random.Generator, anat: Anatomy, res: Resection) -> tuple[np.ndarray, dict]:
+    """T1c weeks after surgery: fluid cavity, thin patchy rim enhancement, residual nodules."""
+    h = anat.spacing
+    inside = (anat.dist_outside_mm > 1.5).astype(np.float32)
+    cav = _soft(res.shape_g, 1.0, res.radius_mm, h) * inside
+    d_c = res.dist_cavity_mm
+    rim_level = float(rng.uniform(0.12, 0.35))
+    patchy = np.clip(0.6 + 0.5 * smooth_noise(rng, d_c.shape, 5.0 / h), 0, 1)
+    rim = rim_level * np.clip(1.0 - np.abs(d_c - 1.0) / 1.5, 0, 1) * (d_c > 0) * patchy
+    resid_level = float(rng.uniform(0.4, 0.6))
+    resid = resid_level * ndimage.gaussian_filter(res.residual.astype(np.float32), 0.6)
+    edema = 1.0 - 0.08 * np.exp(-d_c / 10.0) * (anat.wm > 0.3) * (d_c > 0)
+    brain = anat.brain.astype(np.float32)
+    img = anat.t1 * (1 - cav) * edema + (cav * CAVITY_FLUID + rim + resid) * brain
+    return img.astype(np.float32), {"rim_enhancement": rim_level, "residual_enhancement": resid_level}
+
+
+def event_image(rng: np.random.Generator, anat: Anatomy, res: Resection,
+                lesion: Lesion) -> tuple[np.ndarray, dict]:
+    """T1c at the event: shrunken cavity with gliotic margin, the new lesion and its edema."""
+    h = anat.spacing
+    inside = (anat.dist_outside_mm > 1.5).astype(np.float32)
+    shrink = float(rng.uniform(0.7, 0.95))
+    cav = _soft(res.shape_g, 1.0, res.radius_mm, h) * inside
+    fluid = _soft(res.shape_g, shrink, res.radius_mm, h) * inside
+    gliosis = np.clip(cav - fluid, 0, 1)
+    brain = anat.brain.astype(np.float32)
+    keep = (1 - cav) * lesion.edema * (1 - lesion.necrosis)
+    add = fluid * CAVITY_FLUID + gliosis * 0.62 + lesion.necrosis * 0.4 + lesion.enhancement
+    img = anat.t1 * keep + add * brain
+    return img.astype(np.float32), {"cavity_shrink": shrink}
+
+
+def simulate_case(index: int, seed: int, config: SimConfig = SimConfig()) -> SimulatedCase:
+    """Generate one patient: anatomy, surgery, plan, outcome, lesion, two scans and the dose."""
+    rng = case_rng(seed, index)
+    anat = build_anatomy(rng, config.work_mm, config.warp_mm)
+    res = place_resection(rng, anat, config.residual_fraction)
+    hypo = rng.random() < config.hypofractionated_fraction
+    plan: Plan = plan_dose(rng, anat, res, "40.05Gy/15fx" if hypo else "60Gy/30fx")
+    z = risk.risk_features(not hypo, plan.v95_cm3, plan.periventricular_v95, res.residual_cm3,
+                           plan.hotspot)
+    prior = risk.prior_logit_rice(z, config.difficulty, config.recurrence_fraction)
+    label = "RICE" if rng.random() < risk.sigmoid(prior) else "recurrence"
+    morph = risk.MORPHOLOGY[config.difficulty][label]
+    lesion = make_lesion(rng, anat, res, plan, label, morph, risk.MULTIFOCAL[label],
+                         risk.SITES[label])
+    log_lr = risk.appearance_log_lr(lesion.site, lesion.solidity, lesion.multifocal,
+                                    config.difficulty)
+    p_rec = risk.posterior_recurrence(prior, log_lr)
+
+    post_arr, post_params = post_op_image(rng, anat, res)
+    event_arr, event_params = event_image(rng, anat, res, lesion)
+    (r_post, t_post), (r_event, t_event) = visit_poses(rng, config.difficulty)
+    acq_post = sample_acquisition(rng, anat, r_post, t_post, config.difficulty, config.voxel_scale)
+    acq_event = sample_acquisition(rng, anat, r_event, t_event, config.difficulty,
+                                   config.voxel_scale)
+    post_op = acquire(rng, _image(post_arr, anat.grid), acq_post, config.background_noise)
+    event = acquire(rng, _image(event_arr, anat.grid), acq_event, config.background_noise)
+    dose = to_grid(_image(plan.dose_gy, anat.grid), dose_grid(rng, anat, acq_post.pose),
+                   acq_post.pose)
+    mask = sitk.GetImageFromArray(lesion.mask.astype(np.uint8))
+    mask.CopyInformation(anat.grid)
+    mask = sitk.Resample(mask, acq_event.grid, acq_event.pose, sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+    inv_event = acq_event.pose.GetInverse()
+    centre_event = inv_event.TransformPoint([float(v) for v in lesion.centre_mm])
+
+    def acq_truth(a) -> dict:
+        return {
+            "protocol": a.protocol, "orientation": a.orientation,
+            "size": list(a.grid.GetSize()),
+            "spacing_mm": [round(s, 4) for s in a.grid.GetSpacing()],
+            "direction": [round(d, 5) for d in a.grid.GetDirection()],
+            "pose_rotation_deg": round(a.rotation_deg, 3),
+            "pose_translation_mm": a.translation_mm, "scale": round(a.scale, 2),
+            "noise_sigma": round(a.noise_sigma, 4), "bias_amplitude": round(a.bias_amplitude, 4),
+            "scanner_to_anatomy": pose_matrix(a.pose),
+        }
+
+    truth = {
+        "case_id": case_id(index),
+        "label": label,
+        "p_recurrence": round(p_rec, 5),
+        "p_recurrence_prior": round(1 - risk.sigmoid(prior), 5),
+        "appearance_log_lr": round(log_lr, 4),
+        "risk_z": {k: round(v, 4) for k, v in z.items()},
+        "lesion": {
+            "site": lesion.site,
+            "centre_event_mm": [round(v, 2) for v in centre_event],
+            "centre_anatomy_mm": [round(float(v), 2) for v in lesion.centre_mm],
+            "foci_anatomy_mm": lesion.foci_mm,
+            "solidity": round(lesion.solidity, 4),
+            "multifocal": lesion.multifocal,
+            "radius_mm": round(lesion.radius_mm, 2),
+            "volume_cm3": round(float(lesion.mask.sum()) * anat.spacing**3 / 1000, 3),
+            "max_dose_gy": round(float(plan.dose_gy[lesion.mask].max()), 2)
+            if lesion.mask.any() else 0.0,
+            **event_params,
+        },
+        "surgery": {
+            "cavity_centre_mm": [round(float(v), 2) for v in res.centre_mm],
+            "cavity_radius_mm": round(res.radius_mm, 2),
+            "residual_cm3": round(res.residual_cm3, 3),
+            "residual_centres_mm": res.residual_centres_mm,
+            **post_params,
+        },
+        "plan": {
+            "regimen": plan.regimen, "prescription_gy": plan.prescription_gy,
+            "fractions": plan.fractions, "ctv_margin_mm": round(plan.ctv_margin_mm, 2),
+            "ptv_margin_mm": round(plan.ptv_margin_mm, 2), "hotspot": round(plan.hotspot, 4),
+            "v95_cm3": round(plan.v95_cm3, 2),
+            "periventricular_v95": round(plan.periventricular_v95, 4),
+            "max_dose_gy": round(float(plan.dose_gy.max()), 3),
+            "dose_grid_spacing_mm": list(dose.GetSpacing()),
+        },
+        "anatomy": anat.deformation,
+        "post_op_scan": acq_truth(acq_post),
+        "event_scan": acq_truth(acq_event),
+        "config": asdict(config),
+        "seed": seed,
+        "index": index,
+    }
+    return SimulatedCase(case_id(index), label, post_op, event, dose, mask, truth)
+
+
+def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
+    """Write one case under root/cases/<id>/ and return its manifest row (paths relative to root)."""
+    rel = Path("cases") / case.case_id
+    folder = root / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "dicom":
+        from ricecli.dicom_write import write_mr_series, write_rtdose
+        from pydicom.uid import generate_uid
+
+        study, planning_frame = generate_uid(), generate_uid()
+        write_mr_series(case.post_op, folder / "post_op", "T1c post-op", 1, study_uid=study,
+                        frame_of_reference_uid=planning_frame)
+        write_mr_series(case.event, folder / "event", "T1c event", 2,
+                        frame_of_reference_uid=generate_uid())
+        write_rtdose(case.dose_gy, folder / "RD.dose.dcm", summation="PLAN", units="GY",
+                     frame_of_reference_uid=planning_frame, study_uid=study)
+        names = {"post_op": "post_op", "event": "event", "dose": "RD.dose.dcm"}
+    else:
+        names = {"post_op": "post_op.nii.gz", "event": "event.nii.gz", "dose": "dose.nii.gz"}
+        sitk.WriteImage(case.post_op, str(folder / names["post_op"]), True)
+        sitk.WriteImage(case.event, str(folder / names["event"]), True)
+        sitk.WriteImage(case.dose_gy, str(folder / names["dose"]), True)
+    sitk.WriteImage(case.lesion_mask, str(folder / "event_lesion_mask.nii.gz"), True)
+    (folder / "truth.json").write_text(json.dumps(case.truth, indent=1))
+    t = case.truth
+    x, y, z = t["lesion"]["centre_event_mm"]
+    return {
+        "case_id": case.case_id,
+        "post_op": str(rel / names["post_op"]),
+        "event": str(rel / names["event"]),
+        "dose": str(rel / names["dose"]),
+        "label": case.label,
+        "split": "",
+        "dose_unit": "Gy",
+        "dose_fractions": "",
+        "lesion_mask": str(rel / "event_lesion_mask.nii.gz"),
+        "truth": str(rel / "truth.json"),
+        "lesion_x_mm": x, "lesion_y_mm": y, "lesion_z_mm": z,
+        "lesion_site": t["lesion"]["site"],
+        "solidity": t["lesion"]["solidity"],
+        "multifocal": int(t["lesion"]["multifocal"]),
+        "regimen": t["plan"]["regimen"],
+        "prescription_gy": t["plan"]["prescription_gy"],
+        "fractions": t["plan"]["fractions"],
+        "p_recurrence": t["p_recurrence"],
+        "difficulty": t["config"]["difficulty"],
+        "format": fmt,
+        "seed": t["seed"],
+    }
+
+
+def _make(index: int, seed: int, config: SimConfig, root: str) -> dict:
+    return write_case(simulate_case(index, seed, config), Path(root), config.fmt)
+
+
+def _init_worker() -> None:
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # processes, not threads, share cores
+
+
+def assign_splits(rows: list[dict], seed: int, test_fraction: float) -> None:
+    """Stratified by label, deterministic by seed: split = 'test' for ~test_fraction of each class."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7_777_777]))
+    for label in sorted({r["label"] for r in rows}):
+        members = sorted((r for r in rows if r["label"] == label), key=lambda r: r["case_id"])
+        n_test = int(math.floor(test_fraction * len(members) + 0.5))
+        test = set(rng.permutation(len(members))[:n_test].tolist())
+        for k, r in enumerate(members):
+            r["split"] = "test" if k in test else "cv"
+
+
+def write_manifest(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: r["case_id"]):
+            w.writerow(r)
+
+
+def generate_cohort(root: Path, n: int, seed: int, config: SimConfig, jobs: int = 1,
+                    test_fraction: float = 0.15,
+                    on_case: Callable[[dict], None] | None = None) -> list[dict]:
+    """Write n cases and manifest.csv into root (an existing, empty, staging folder)."""
+    rows: list[dict] = []
+    if jobs <= 1:
+        for i in range(n):
+            rows.append(_make(i, seed, config, str(root)))
+            if on_case:
+                on_case(rows[-1])
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, n), mp_context=ctx, initializer=_init_worker) as pool:
+            futures = [pool.submit(_make, i, seed, config, str(root)) for i in range(n)]
+            for fut in as_completed(futures):
+                rows.append(fut.result())
+                if on_case:
+                    on_case(rows[-1])
+    assign_splits(rows, seed, test_fraction)
+    write_manifest(rows, root / "manifest.csv")
+    return sorted(rows, key=lambda r: r["case_id"])
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))

@@ -1,0 +1,58 @@
+"""The brain template (MNI ICBM152 2009a, shipped compact) and the model-space grid built on it.
+
+Model space is an axis-aligned grid (identity direction) in the template's LPS world frame, so
+the template images and the model-space grid share world coordinates: no transform between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ricecli.spec import ModelSpace
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "data" / "template"
+BRAIN_THRESHOLD = 0.2  # nilearn's rule for the MNI152 brain mask: T1 > 0.2 of its maximum
+
+
+@dataclass(frozen=True)
+class Template:
+    """Template T1 (skull-stripped), brain mask (uint8) and GM/WM probabilities (float32 0..1)."""
+
+    t1: sitk.Image
+    mask: sitk.Image
+    gm: sitk.Image
+    wm: sitk.Image
+
+
+def _read_unit(name: str) -> sitk.Image:
+    """One shipped uint8 image (value/255) as float32 in 0..1."""
+    return sitk.Cast(sitk.ReadImage(str(TEMPLATE_DIR / f"{name}.nii.gz")), sitk.sitkFloat32) / 255.0
+
+
+@lru_cache(maxsize=1)
+def load_template() -> Template:
+    """Read the template once per process (it is small: ~4.6 M voxels per image)."""
+    t1 = _read_unit("t1")
+    mask = sitk.BinaryFillhole(sitk.Cast(t1 > BRAIN_THRESHOLD, sitk.sitkUInt8))
+    return Template(t1=t1, mask=mask, gm=_read_unit("gm"), wm=_read_unit("wm"))
+
+
+def model_space_grid(space: ModelSpace) -> sitk.Image:
+    """An empty uint8 image with the model-space geometry, to resample onto."""
+    grid = sitk.Image([int(n) for n in space.size_xyz], sitk.sitkUInt8)
+    grid.SetSpacing([float(s) for s in space.spacing_mm])
+    grid.SetOrigin([float(o) for o in space.origin_mm])
+    grid.SetDirection(np.eye(3).ravel().tolist())
+    return grid
+
+
+def template_mask_in(space: ModelSpace) -> sitk.Image:
+    """The template brain mask on the model-space grid (nearest neighbour; uint8 0/1)."""
+    return sitk.Resample(
+        load_template().mask, model_space_grid(space), sitk.Transform(), sitk.sitkNearestNeighbor, 0
+    )

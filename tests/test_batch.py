@@ -1,0 +1,202 @@
+"""ricecli.batch and `ricecli batch`: manifests, shards, resume, failing cases, parallel jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from model_fixtures import run_cli
+
+from ricecli.batch import (
+    RESULT_COLUMNS,
+    ResultsWriter,
+    finished_cases,
+    parse_shard,
+    read_manifest,
+    select_shard,
+    summarise,
+)
+from ricecli.errors import InputError, OutputError, RicenetError
+from ricecli.model import load_model
+
+
+def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_read_manifest_resolves_relative_paths(tmp_path):
+    sub = tmp_path / "cohort"
+    sub.mkdir()
+    path = _manifest(sub, [("c1", "a/post.nii.gz", "a/event.nii.gz", "/abs/dose.dcm", "RICE"),
+                           ("c2", "p.nrrd", "e.nrrd", "d.nrrd", "")],
+                     header=("case_id", "post_op", "event", "dose", "label"))
+    cases = read_manifest(path)
+    assert [c.case_id for c in cases] == ["c1", "c2"] and [c.index for c in cases] == [0, 1]
+    assert cases[0].post_op == sub.resolve() / "a" / "post.nii.gz"
+    assert str(cases[0].dose) == "/abs/dose.dcm"
+    assert cases[0].label == "RICE" and cases[1].label is None
+
+
+def test_manifest_dose_options(tmp_path):
+    path = _manifest(tmp_path, [("c1", "p", "e", "d", "cGy", "30", "")],
+                     header=("case_id", "post_op", "event", "dose", "dose_unit",
+                             "dose_fractions", "dose_relative_scale_gy"))
+    case = read_manifest(path)[0]
+    assert (case.dose_unit, case.dose_fractions, case.dose_relative_scale_gy) == ("cGy", 30, None)
+
+
+@pytest.mark.parametrize("rows,header,match", [
+    ([("c1", "p", "e", "d")], ("case_id", "post_op", "event"), "lacks columns"),
+    ([("c1", "p", "e", "d"), ("c1", "p", "e", "d")], ("case_id", "post_op", "event", "dose"),
+     "repeated"),
+    ([("c1", "p", "", "d")], ("case_id", "post_op", "event", "dose"), "event is empty"),
+    ([("c1", "p", "e", "d", "x")], ("case_id", "post_op", "event", "dose", "dose_fractions"),
+     "row 2"),
+])
+def test_bad_manifests(tmp_path, rows, header, match):
+    with pytest.raises(InputError, match=match):
+        read_manifest(_manifest(tmp_path, rows, header))
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(InputError, match="manifest not found"):
+        read_manifest(tmp_path / "none.csv")
+
+
+def test_shards_are_disjoint_and_complete(tmp_path):
+    rows = [(f"c{i}", "p", "e", "d", "") for i in range(10)]
+    cases = read_manifest(_manifest(tmp_path, rows))
+    shards = [select_shard(cases, parse_shard(f"{i}/3")) for i in range(3)]
+    ids = [c.case_id for s in shards for c in s]
+    assert sorted(ids) == sorted(c.case_id for c in cases) and len(set(ids)) == 10
+    assert [c.case_id for c in shards[1]] == ["c1", "c4", "c7"]
+    assert parse_shard(None) == (0, 1)
+    for bad in ("3/3", "-1/2", "1", "a/b", "1/0"):
+        with pytest.raises(RicenetError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_results_writer_appends_and_resumes(tmp_path):
+    out = tmp_path / "results.csv"
+    writer = ResultsWriter(out)
+    writer.append({"case_id": "a", "status": "ok", "label": "RICE"})
+    writer.append({"case_id": "b", "status": "error", "error": "bad, with comma"})
+    with open(out, "a") as f:  # a writer killed mid-row
+        f.write("c,o")
+    writer.append({"case_id": "d", "status": "ok"})
+    rows = _rows(out)
+    assert list(rows[0]) == list(RESULT_COLUMNS)
+    assert [r["case_id"] for r in rows] == ["a", "b", "c", "d"]
+    assert rows[1]["error"] == "bad, with comma" and rows[2]["status"] in ("o", None)
+    assert finished_cases(out) == {"a", "b", "d"}
+    assert finished_cases(out, retry_failed=True) == {"a", "d"}
+
+
+def test_results_file_must_be_ours(tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("x,y\n1,2\n")
+    with pytest.raises(OutputError, match="not a ricecli batch results"):
+        finished_cases(other)
+    with pytest.raises(OutputError):
+        ResultsWriter(tmp_path / "missing" / "r.csv")
+
+
+def test_summarise():
+    rows = [{"status": "ok", "label": "RICE", "true_label": "RICE"},
+            {"status": "ok", "label": "RICE", "true_label": "recurrence"},
+            {"status": "ok", "label": "RICE", "true_label": ""},
+            {"status": "error"}]
+    assert summarise(rows) == {"cases": 4, "ok": 3, "failed": 1, "accuracy": 0.5,
+                               "labelled": 2}
+
+
+# --- end to end through the CLI, with real preparation and a real ONNX Runtime session --------
+
+@pytest.mark.slow
+def test_batch_end_to_end_resume_shard_and_failure(tmp_path, tiny_model, synthetic_case, capsys):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for src in synthetic_case.values():
+        (cohort / src.name).symlink_to(src)
+    rows = [("good", "post_op.nii.gz", "event.nii.gz", "dose.nii.gz", "recurrence"),
+            ("broken", "post_op.nii.gz", "missing.nii.gz", "dose.nii.gz", "RICE")]
+    manifest = _manifest(cohort, rows)
+    out = tmp_path / "results.csv"
+    base = ["batch", str(manifest), "--out", str(out), "--model", str(tiny_model),
+            "--device", "cpu"]
+    code, text, err = run_cli([*base, "--shard", "1/2"], capsys)  # row 1 only
+    assert code == 0, err
+    got = _rows(out)
+    assert [r["case_id"] for r in got] == ["broken"] and got[0]["status"] == "error"
+    assert "missing.nii.gz" in got[0]["error"] and got[0]["true_label"] == "RICE"
+    text = " ".join(text.split())
+    assert "broken failed" in text and "1 failed" in text
+
+    code, text, err = run_cli(base, capsys)  # resumes: only "good" runs
+    assert code == 0, err
+    got = _rows(out)
+    assert [r["case_id"] for r in got] == ["broken", "good"]
+    good = got[1]
+    assert good["status"] == "ok" and good["true_label"] == "recurrence"
+    p = float(good["p_recurrence"])
+    assert 0 <= p <= 1 and abs(p + float(good["p_RICE"]) - 1) < 1e-5
+    assert good["label"] == ("recurrence" if p > 0.5 else "RICE")
+    assert good["model_sha256"] == load_model(tiny_model).sha256 and good["members"] == "2"
+
+    code, text, _ = run_cli(base, capsys)
+    assert code == 0 and len(_rows(out)) == 2 and "0 to run" in " ".join(text.split())
+    code, text, _ = run_cli([*base, "--retry-failed"], capsys)  # failed cases run again
+    assert code == 0 and [r["case_id"] for r in _rows(out)] == ["broken", "good", "broken"]
+
+
+@pytest.mark.slow
+def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
+    rows = [(f"c{i}", "none_post.nii.gz", "none_event.nii.gz", "none_dose.nii.gz", "")
+            for i in range(3)]
+    manifest = _manifest(tmp_path, rows)
+    out = tmp_path / "results.csv"
+    code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--jobs", "2",
+                            "--model", str(tiny_model), "--device", "cpu"], capsys)
+    assert code == 0, err
+    got = _rows(out)
+    assert sorted(r["case_id"] for r in got) == ["c0", "c1", "c2"]
+    assert all(r["status"] == "error" and "none_" in r["error"] for r in got)
+
+
+@pytest.mark.slow
+def test_batch_explain_writes_maps(tmp_path, tiny_model, synthetic_case, capsys):
+    pytest.importorskip("ricecli.explain")
+    rows = [("one", str(synthetic_case["post_op"]), str(synthetic_case["event"]),
+             str(synthetic_case["dose"]), "")]
+    manifest = _manifest(tmp_path, rows)
+    out = tmp_path / "results.csv"
+    code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--explain",
+                            "--model", str(tiny_model), "--device", "cpu"], capsys)
+    assert code == 0, err
+    row = _rows(out)[0]
+    assert row["status"] == "ok", row["error"]
+    folder = tmp_path / "results_explain" / "one"
+    assert row["explain_dir"] == str(folder)
+    assert (folder / "occlusion.nii.gz").is_file() and (folder / "overview.png").is_file()
+    record = json.loads((folder / "explain.json").read_text())
+    assert record["case_id"] == "one"
+
+
+def test_bad_jobs_and_manifest_exit_2(tmp_path, tiny_model, capsys):
+    code, _, err = run_cli(["batch", str(tmp_path / "no.csv"), "--out",
+                            str(tmp_path / "r.csv"), "--model", str(tiny_model)], capsys)
+    assert code == 2 and "manifest not found" in err
+    code, _, err = run_cli(["batch", str(tmp_path / "no.csv"), "--out",
+                            str(tmp_path / "r.csv"), "--jobs", "0"], capsys)
+    assert code == 2 and "--jobs" in err

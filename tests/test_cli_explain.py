@@ -1,0 +1,120 @@
+"""`ricecli explain` end to end: real preparation, a real ONNX Runtime session on a tiny exported
+ensemble, maps on an oblique event scan's own grid, and bad input writing nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from model_fixtures import run_cli
+
+FILES = {"occlusion.nii.gz", "occlusion_post_op.nii.gz", "occlusion_event.nii.gz",
+         "occlusion_dose.nii.gz", "overview.png", "explain.json"}
+
+
+def _oblique_copy(path: Path, out: Path) -> Path:
+    """The same scan stored on an oblique grid (rotated direction, 2 x 2.5 x 3 mm voxels)."""
+    img = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    lo = np.array(img.TransformIndexToPhysicalPoint((0, 0, 0)))
+    hi = np.array(img.TransformIndexToPhysicalPoint([n - 1 for n in img.GetSize()]))
+    centre = (lo + hi) / 2
+    rot = sitk.Euler3DTransform(centre.tolist(), 0.25, -0.15, 0.35)
+    spacing = np.array([2.0, 2.5, 3.0])
+    size = [int(np.ceil(np.linalg.norm(hi - lo) / s)) for s in spacing]
+    direction = np.reshape(rot.GetMatrix(), (3, 3))
+    grid = sitk.Image(size, sitk.sitkFloat32)
+    grid.SetSpacing(spacing.tolist())
+    grid.SetDirection(direction.ravel().tolist())
+    grid.SetOrigin((centre - direction @ (spacing * (np.array(size) - 1) / 2)).tolist())
+    sitk.WriteImage(sitk.Resample(img, grid, sitk.Transform(), sitk.sitkLinear, 0.0), str(out))
+    return out
+
+
+def _args(case: dict, event: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["explain", "--t1", str(case["post_op"]), "--t1", str(event), "--dose",
+            str(case["dose"]), "--model", str(model), "--device", "cpu", "--out", str(out),
+            "--cube-mm", "24", "--stride-mm", "24", *extra]
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory, tiny_model, synthetic_case) -> dict:
+    root = tmp_path_factory.mktemp("explain")
+    event = _oblique_copy(synthetic_case["event"], root / "event_oblique.nii.gz")
+    code, _, _ = run_cli(_args(synthetic_case, event, tiny_model, root / "out",
+                               "--channels", "each", "--target", "predicted"))
+    return {"code": code, "out": root / "out", "event": event, "root": root}
+
+
+@pytest.mark.slow
+def test_files_and_geometry_on_the_oblique_event_grid(explained):
+    assert explained["code"] == 0
+    out = explained["out"]
+    assert {p.name for p in out.iterdir()} == FILES
+    event = sitk.ReadImage(str(explained["event"]))
+    assert not np.allclose(event.GetDirection(), np.eye(3).ravel())  # really stored oblique
+    for name in FILES - {"overview.png", "explain.json"}:
+        heat = sitk.ReadImage(str(out / name))
+        assert heat.GetSize() == event.GetSize()
+        assert np.allclose(heat.GetSpacing(), event.GetSpacing(), atol=1e-6)
+        assert np.allclose(heat.GetOrigin(), event.GetOrigin(), atol=1e-4)
+        assert np.allclose(heat.GetDirection(), event.GetDirection(), atol=1e-6)
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "occlusion.nii.gz")))
+    assert np.abs(heat).max() > 0
+
+
+@pytest.mark.slow
+def test_explain_json(explained):
+    rec = json.loads((explained["out"] / "explain.json").read_text())
+    pos = rec["positions"]
+    assert pos["total"] == 4 * 6 * 7 * 6  # 4 maps, 24 mm = 4 voxels of 6 mm on 24x28x24
+    assert pos["run"] + pos["skipped_unchanged"] + pos["skipped_outside_region"] == pos["total"]
+    assert pos["skipped_unchanged"] > 0
+    probs = rec["probabilities"]
+    assert rec["target"] == max(probs, key=probs.get)  # --target predicted
+    assert rec["target_probability"] == probs[rec["target"]]
+    assert rec["settings"]["channels"] == "each" and rec["cube_voxels_zyx"] == [4, 4, 4]
+    assert {"occlusion", "resample_to_event"} <= set(rec["timings_s"])
+    assert rec["model"]["name"] == "ricenet-test"
+    # the recorded peak is the map's largest value, at that voxel's world position
+    heat = sitk.ReadImage(str(explained["out"] / "occlusion.nii.gz"))
+    arr = sitk.GetArrayFromImage(heat)
+    i = rec["peak"]["index_xyz"]
+    assert arr[i[2], i[1], i[0]] == pytest.approx(arr.max(), abs=1e-6)
+    assert np.allclose(heat.TransformIndexToPhysicalPoint(i), rec["peak"]["world_lps_mm"],
+                       atol=1e-3)
+
+
+@pytest.mark.slow
+def test_existing_output_needs_overwrite(explained, tiny_model, synthetic_case, capsys):
+    out = explained["out"]
+    before = (out / "explain.json").read_text()
+    code, _, err = run_cli(_args(synthetic_case, explained["event"], tiny_model, out), capsys)
+    assert code == 2 and "--overwrite" in err
+    assert (out / "explain.json").read_text() == before
+
+
+@pytest.mark.parametrize("bad", ["missing_dose", "channels", "cube", "one_t1"])
+def test_bad_input_exits_2_and_writes_nothing(bad, tiny_model, synthetic_case, tmp_path,
+                                               capsys):
+    out = tmp_path / "out"
+    case = dict(synthetic_case)
+    extra: list[str] = []
+    if bad == "missing_dose":
+        case["dose"] = tmp_path / "no_such_dose.nii.gz"
+    elif bad == "channels":
+        extra = ["--channels", "some"]
+    elif bad == "cube":
+        extra = ["--cube-mm", "0"]
+    args = _args(case, case["event"], tiny_model, out, *extra)
+    if bad == "one_t1":
+        args = args[:1] + args[3:]  # drop the first --t1
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in err
+    assert sum(line.startswith("error") for line in lines) == 1
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

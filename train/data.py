@@ -1,0 +1,250 @@
+"""The cohort: manifest rows, prepared-case cache (.npz once per case), arrays in memory.
+
+Torch-free on purpose: preparation workers import only ricecli and numpy.
+Cache file = CACHE/<spec hash>/<case hash>.npz holding all three channels and the brain
+mask; the case hash covers the spec's preparation key, the input files' identity (path,
+size, mtime) and the per-case options, so a changed file or spec is prepared again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ricecli import __version__
+from ricecli.errors import InputError
+from ricecli.spec import CHANNELS, CLASSES, Spec
+
+REQUIRED = ("case_id", "post_op", "event", "dose", "label")
+CACHE_FORMAT = 1  # bump when the .npz layout changes
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One manifest row with absolute paths and the integer label (1 = recurrence)."""
+
+    case_id: str
+    patient_id: str
+    post_op: str
+    event: str
+    dose: str
+    label: int
+    split: str = "cv"
+    mask: str | None = None
+    dose_unit: str = "Gy"
+    dose_fractions: int | None = None
+    dose_frame: str | None = None
+    dose_relative_scale_gy: float | None = None
+
+
+def default_cache_dir() -> Path:
+    """$RICENET_CACHE, else $XDG_CACHE_HOME/ricenet/prepared (~/.cache by default)."""
+    if os.environ.get("RICENET_CACHE"):
+        return Path(os.environ["RICENET_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ricenet" / "prepared"
+
+
+def _label(value: str, manifest: Path, case_id: str) -> int:
+    v = value.strip().lower()
+    lookup = {CLASSES[0].lower(): 0, CLASSES[1].lower(): 1, "0": 0, "1": 1}
+    if v not in lookup:
+        raise InputError(f"case {case_id}: label {value!r} is not one of {CLASSES}", manifest,
+                         "write RICE or recurrence in the label column")
+    return lookup[v]
+
+
+def _opt(row: dict, key: str) -> str | None:
+    v = (row.get(key) or "").strip()
+    return v or None
+
+
+def read_manifest(path: str | Path) -> list[CaseRecord]:
+    """Rows of a manifest CSV; paths are relative to its folder; split defaults to cv."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("manifest not found", path, "give the manifest.csv written by "
+                         "'ricecli simulate' or your own with columns " + ",".join(REQUIRED))
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"manifest lacks column(s) {', '.join(missing)}", path,
+                             "add columns " + ",".join(REQUIRED))
+        rows = list(reader)
+    if not rows:
+        raise InputError("manifest has no cases", path, "add one row per case")
+    base = path.parent
+    records, seen = [], set()
+    for row in rows:
+        cid = row["case_id"].strip()
+        if cid in seen:
+            raise InputError(f"case_id {cid!r} appears twice", path, "make case_id unique")
+        seen.add(cid)
+        split = (_opt(row, "split") or "cv").lower()
+        if split not in ("cv", "test"):
+            raise InputError(f"case {cid}: split {split!r} is not cv or test", path,
+                             "use cv (cross-validation) or test (held out)")
+        frac = _opt(row, "dose_fractions")
+        scale = _opt(row, "dose_relative_scale_gy")
+        mask = _opt(row, "mask")
+        records.append(CaseRecord(
+            case_id=cid,
+            patient_id=_opt(row, "patient_id") or cid,
+            post_op=str(base / row["post_op"].strip()),
+            event=str(base / row["event"].strip()),
+            dose=str(base / row["dose"].strip()),
+            label=_label(row["label"], path, cid),
+            split=split,
+            mask=str(base / mask) if mask else None,
+            dose_unit=_opt(row, "dose_unit") or "Gy",
+            dose_fractions=int(float(frac)) if frac else None,
+            dose_frame=_opt(row, "dose_frame"),
+            dose_relative_scale_gy=float(scale) if scale else None,
+        ))
+    return records
+
+
+def _identity(path: str) -> list:
+    """Path, size and mtime of a file, or of every file under a folder (DICOM series)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("input file not found", p, "fix the path in the manifest")
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    return [[str(q.resolve()), q.stat().st_size, q.stat().st_mtime_ns] for q in files]
+
+
+def spec_hash(spec: Spec) -> str:
+    return hashlib.sha256(spec.cache_key().encode()).hexdigest()[:16]
+
+
+def case_key(record: CaseRecord, spec: Spec) -> str:
+    """Hash of everything the prepared arrays depend on."""
+    inputs = {k: _identity(getattr(record, k)) for k in ("post_op", "event", "dose")}
+    if record.mask:
+        inputs["mask"] = _identity(record.mask)
+    options = {k: v for k, v in asdict(record).items()
+               if k.startswith("dose_") or k == "case_id"}
+    blob = json.dumps({"spec": spec.cache_key(), "inputs": inputs, "options": options,
+                       "format": CACHE_FORMAT, "ricecli": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cache_file(record: CaseRecord, spec: Spec, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / spec_hash(spec) / f"{record.case_id}-{case_key(record, spec)}.npz"
+
+
+def write_cached(path: Path, channels: dict[str, np.ndarray], brain_mask: np.ndarray,
+                 qa: dict | None = None) -> None:
+    """Compressed .npz of all channels + mask, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        np.savez_compressed(f, **{c: np.asarray(channels[c], np.float32) for c in CHANNELS},
+                            brain_mask=np.asarray(brain_mask, np.uint8),
+                            qa=np.array(json.dumps(qa or {}, default=str)))
+    tmp.replace(path)
+
+
+def _prepare_one(record: CaseRecord, spec_json: str, out: str) -> float:
+    """Worker: ricecli's own preparation of one case into the cache; returns seconds."""
+    from ricecli.prepare import CaseInputs, prepare_case
+
+    t0 = time.perf_counter()
+    inputs = CaseInputs(post_op=record.post_op, event=record.event, dose=record.dose,
+                        mask=record.mask, dose_unit=record.dose_unit,
+                        dose_fractions=record.dose_fractions, dose_frame=record.dose_frame,
+                        dose_relative_scale_gy=record.dose_relative_scale_gy)
+    case = prepare_case(inputs, Spec.from_json(spec_json))
+    write_cached(Path(out), case.channels, case.brain_mask, case.qa)
+    return time.perf_counter() - t0
+
+
+def prepare_cohort(records: list[CaseRecord], spec: Spec, cache_dir: str | Path,
+                   workers: int = 1, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Prepare every case not yet cached, in `workers` processes; returns counts and times."""
+    todo = [(r, cache_file(r, spec, cache_dir)) for r in records]
+    todo = [(r, p) for r, p in todo if not p.exists()]
+    t0 = time.perf_counter()
+    seconds: list[float] = []
+    if todo and workers <= 1:
+        for i, (r, p) in enumerate(todo):
+            seconds.append(_run_prepare(r, spec, p))
+            if progress:
+                progress(i + 1, len(todo))
+    elif todo:
+        ctx = mp.get_context("spawn")  # no forked torch/OpenMP state in the workers
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [(r, pool.submit(_prepare_one, r, spec.to_json(), str(p))) for r, p in todo]
+            for i, (r, fut) in enumerate(futures):
+                seconds.append(_result(r, fut))
+                if progress:
+                    progress(i + 1, len(todo))
+    return {"cases": len(records), "prepared": len(todo), "cached": len(records) - len(todo),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "mean_case_s": round(float(np.mean(seconds)), 2) if seconds else 0.0}
+
+
+def _run_prepare(record: CaseRecord, spec: Spec, path: Path) -> float:
+    try:
+        return _prepare_one(record, spec.to_json(), str(path))
+    except InputError:
+        raise
+    except Exception as err:  # a failing case names itself, not a traceback
+        raise InputError(f"case {record.case_id}: preparation failed ({err})",
+                         record.event) from err
+
+
+def _result(record: CaseRecord, fut) -> float:
+    try:
+        return fut.result()
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"case {record.case_id}: preparation failed ({err})",
+                         record.event) from err
+
+
+@dataclass
+class CohortArrays:
+    """All cases of a cohort in memory: x [N, C, z, y, x] (float16 to halve RAM), labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    case_ids: list[str]
+    channels: tuple[str, ...]
+
+
+def load_cohort(records: list[CaseRecord], spec: Spec, cache_dir: str | Path,
+                workers: int = 4, dtype=np.float16) -> CohortArrays:
+    """Read the cached channels of `spec.channels` for every record into one array."""
+    shape = spec.model_space.shape_zyx
+    x = np.empty((len(records), len(spec.channels), *shape), dtype=dtype)
+
+    def load(i: int) -> None:
+        path = cache_file(records[i], spec, cache_dir)
+        if not path.exists():
+            raise InputError(f"case {records[i].case_id} is not prepared", path,
+                             "run fit/ablate without --no-prepare so it is prepared first")
+        with np.load(path) as z:
+            for c, name in enumerate(spec.channels):
+                arr = z[name]
+                if arr.shape != shape:
+                    raise InputError(f"cached array has shape {arr.shape}, spec wants {shape}",
+                                     path, "delete the cache folder and prepare again")
+                x[i, c] = arr
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # zlib releases the GIL
+        list(pool.map(load, range(len(records))))
+    return CohortArrays(x=x, y=np.array([r.label for r in records], np.int64),
+                        case_ids=[r.case_id for r in records], channels=tuple(spec.channels))
