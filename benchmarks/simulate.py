@@ -77,7 +77,7 @@ def _macro_f1(y, pred) -> float:
     return float(np.mean(f1))
 
 
-def calibrate(n_geometry: int, jobs: int, draws: int = 40) -> dict:
+def calibrate(n_geometry: int, jobs: int, draws: int = 40, cache: Path | None = None) -> dict:
     """Feature statistics and the ideal observer's accuracy per channel subset."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -85,8 +85,13 @@ def calibrate(n_geometry: int, jobs: int, draws: int = 40) -> dict:
 
     from ricecli.simulate import risk
 
-    with ProcessPoolExecutor(jobs) as pool:
-        geo = list(pool.map(_geometry, range(n_geometry)))
+    if cache and cache.is_file():
+        geo = json.loads(cache.read_text())[:n_geometry]
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            geo = list(pool.map(_geometry, range(n_geometry)))
+        if cache:
+            cache.write_text(json.dumps(geo))
     keys = list(risk.FEATURE_STATS)
     stats = {k: (round(float(np.mean([g[k] for g in geo])), 4),
                  round(float(np.std([g[k] for g in geo])), 4)) for k in keys}
@@ -154,9 +159,11 @@ def main() -> None:
     ap.add_argument("--voxel-scale", type=float, default=1.0)
     ap.add_argument("--calibrate", type=int, default=0, metavar="N_GEOMETRY")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--geometry-cache", type=Path, default=None,
+                    help="JSON file to keep the drawn geometries in (re-used when present)")
     args = ap.parse_args()
     if args.calibrate:
-        print(json.dumps(calibrate(args.calibrate, args.jobs)))
+        print(json.dumps(calibrate(args.calibrate, args.jobs, cache=args.geometry_cache)))
         return
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one core, as --jobs workers run
     load_template()  # once per worker process; not part of a case

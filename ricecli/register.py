@@ -16,8 +16,10 @@ import SimpleITK as sitk
 
 WORKING_SPACING_MM = 2.0
 SEED = 20260  # fixed sampling seed: the same inputs give the same transform
-SAMPLES = 20_000
-GRADIENT_FILTER = False
+SAMPLES = 30_000
+# step shrink on a direction change: 0.5 (the default) shrank the step before a 6-9 deg
+# rotation was found on smooth anatomy (300 iterations); 0.7 converges in about half
+RELAXATION = 0.7
 BINS = 50
 # QA limits (see `registration_qa`)
 MAX_ROTATION_DEG = 30.0
@@ -85,22 +87,22 @@ def _centroid(mask: sitk.Image) -> np.ndarray:
 
 def _make_method(fixed_mask: sitk.Image, shrink: list[int], smooth: list[float],
                  iterations: int) -> sitk.ImageRegistrationMethod:
-    """Mattes MI (50 bins, 20k random samples, fixed seed), regular-step descent, pyramid."""
+    """Mattes MI (50 bins, 30k random samples, fixed seed), regular-step descent, pyramid."""
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=BINS)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     count = int(sitk.GetArrayViewFromImage(fixed_mask).sum())
-    # a fixed number of random samples (~10 % of a brain at 2 mm): fewer made the MI noisy
-    # (TRE up to 0.6 mm on a skull-stripped brain), more cost time (linear) for no accuracy
+    # a fixed number of random samples (~10 % of a head at 2 mm): 20k made the MI noisy
+    # (one TRE of 2.7 mm in 8 trials), more cost time (linear) for no accuracy
     reg.SetMetricSamplingPercentage(min(1.0, SAMPLES / max(count, 1)), SEED)
     reg.SetMetricFixedMask(fixed_mask)
     # gradients at the sample points only, not a gradient image of the whole moving volume
-    reg.SetMetricUseMovingImageGradientFilter(GRADIENT_FILTER)
-    reg.SetMetricUseFixedImageGradientFilter(GRADIENT_FILTER)
+    reg.SetMetricUseMovingImageGradientFilter(False)
+    reg.SetMetricUseFixedImageGradientFilter(False)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
-        gradientMagnitudeTolerance=1e-6,
+        gradientMagnitudeTolerance=1e-6, relaxationFactor=RELAXATION,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(shrink)

@@ -31,7 +31,8 @@ class Template:
 
 def _read_unit(name: str) -> sitk.Image:
     """One shipped uint8 image (value/255) as float32 in 0..1."""
-    return sitk.Cast(sitk.ReadImage(str(TEMPLATE_DIR / f"{name}.nii.gz")), sitk.sitkFloat32) / 255.0
+    image = sitk.ReadImage(str(TEMPLATE_DIR / f"{name}.nii.gz"))
+    return sitk.Cast(sitk.Cast(image, sitk.sitkFloat32) / 255.0, sitk.sitkFloat32)
 
 
 @lru_cache(maxsize=1)

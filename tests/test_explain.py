@@ -3,9 +3,6 @@ and the map's geometry on an oblique event scan."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -18,40 +15,9 @@ from ricecli.explain import (
     to_event_grid,
     window_starts,
 )
-from ricecli.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.spec import ModelSpace, Spec
 
 SMALL = ModelSpace(spacing_mm=(3.0, 3.0, 3.0), size_xyz=(16, 20, 16))
-
-
-def export_tiny_model(path: Path, spec: Spec, seed: int = 0, members: int = 1):
-    """A tiny ricenet ONNX model (the I/O contract + metadata) and its torch members."""
-    import onnx
-    import torch
-
-    from train.model import Ensemble, arch_config, build_network
-
-    torch.manual_seed(seed)
-    nets = [build_network(arch_config("tiny"), len(spec.channels)).eval() for _ in range(members)]
-    for net in nets:  # random BN statistics so the tiny network is not nearly constant
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    ens = Ensemble(nets).eval()
-    x = torch.zeros(1, len(spec.channels), *spec.model_space.shape_zyx)
-    torch.onnx.export(ens, (x,), str(path), input_names=["volumes"],
-                      output_names=["probabilities", "member_probabilities"],
-                      dynamic_axes={"volumes": {0: "n"}, "probabilities": {0: "n"},
-                                    "member_probabilities": {0: "n"}},
-                      opset_version=17, dynamo=False)
-    proto = onnx.load(str(path))
-    for key, value in ((SPEC_KEY, spec.to_json()),
-                       (CARD_KEY, json.dumps({"name": "tiny-test", "version": "0",
-                                              "members": members}))):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-    return path, nets
 
 
 def brain_volume(shape_zyx, channels: int = 3, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -68,11 +34,19 @@ def brain_volume(shape_zyx, channels: int = 3, seed: int = 1) -> tuple[np.ndarra
 def tiny(tmp_path_factory):
     """(engine, torch probability function, spec) for a tiny exported network."""
     torch = pytest.importorskip("torch")
+    from model_fixtures import export_onnx, tiny_ensemble
+
     from ricecli.engine import open_engine
     from ricecli.model import load_model
 
     spec = Spec(model_space=SMALL)
-    path, nets = export_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx", spec)
+    ensemble = tiny_ensemble(spec, members=1, seed=3)
+    nets = list(ensemble.members)
+    for m in nets[0].modules():  # varied BN statistics: the tiny network reacts more
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    path = export_onnx(ensemble, tmp_path_factory.mktemp("tiny") / "tiny.onnx", spec)
     engine = open_engine(load_model(path), "cpu")
 
     def probs(x):
@@ -149,6 +123,7 @@ def test_skipping_is_exact_and_each_channel(tiny):
     assert ones.positions["skipped_unchanged"] == 0
 
 
+@pytest.mark.slow
 def test_target_predicted_and_bad_target(tiny):
     engine, net, probs, spec = tiny
     vol, _ = brain_volume(spec.model_space.shape_zyx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import pytest
 from model_fixtures import TINY_SPEC, export_onnx, tiny_ensemble
@@ -71,8 +72,10 @@ def test_wrong_io_names(tmp_path):
 
     net = tiny_ensemble(members=1)
     path = tmp_path / "named.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, 24, 28, 24),), str(path), dynamo=False,
-                      opset_version=17, input_names=["x"], output_names=["p", "m"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 24, 28, 24),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["p", "m"])
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, TINY_SPEC.to_json()

@@ -15,32 +15,33 @@ import math
 
 from scipy.stats import beta as beta_dist
 
-# standardisation of the risk factors (calibrated on 200 simulated plans, see the docs)
+# standardisation of the risk factors: (mean, sd) over 100 simulated plans
+# (`python benchmarks/simulate.py --calibrate 100`)
 FEATURE_STATS = {
-    "log_v95_cm3": (5.45, 0.38),
-    "periventricular_v95": (0.30, 0.22),
-    "residual_cm3": (0.45, 0.85),
-    "hotspot": (0.03, 0.0173),
-    "regimen_60": (0.70, 0.458),
+    "log_v95_cm3": (5.03, 0.314),
+    "periventricular_v95": (0.162, 0.109),
+    "residual_cm3": (0.66, 0.752),
+    "hotspot": (0.029, 0.0178),
+    "regimen_60": (0.71, 0.454),
 }
 # positive weight: more RICE (radiation injury scales with BED, irradiated volume, WM dose)
 WEIGHTS = {
-    "regimen_60": 1.25,
-    "log_v95_cm3": 0.55,
-    "periventricular_v95": 0.75,
-    "hotspot": 0.45,
-    "residual_cm3": -0.85,
+    "regimen_60": 1.6,
+    "log_v95_cm3": 0.8,
+    "periventricular_v95": 0.9,
+    "hotspot": 0.5,
+    "residual_cm3": -1.0,
 }
-SITES = {  # P(site | class): recurrence is local, RICE is in-field and periventricular
-    "recurrence": {"cavity_margin": 0.72, "periventricular": 0.10, "marginal": 0.10, "distant": 0.08},
-    "RICE": {"cavity_margin": 0.42, "periventricular": 0.55, "marginal": 0.03, "distant": 0.0},
+SITES = {  # P(site | class): recurrence is mostly local, RICE in-field and periventricular
+    "recurrence": {"cavity_margin": 0.60, "periventricular": 0.25, "marginal": 0.09, "distant": 0.06},
+    "RICE": {"cavity_margin": 0.45, "periventricular": 0.50, "marginal": 0.05, "distant": 0.0},
 }
-MULTIFOCAL = {"recurrence": 0.12, "RICE": 0.30}
+MULTIFOCAL = {"recurrence": 0.15, "RICE": 0.25}
 # solidity t in [0, 1]: 0 = soap-bubble / Swiss-cheese, 1 = solid nodular mass
 MORPHOLOGY = {
     "easy": {"recurrence": (4.0, 1.5), "RICE": (1.5, 4.0)},
-    "standard": {"recurrence": (2.6, 2.0), "RICE": (2.0, 2.6)},
-    "hard": {"recurrence": (2.2, 2.0), "RICE": (2.0, 2.2)},
+    "standard": {"recurrence": (2.3, 2.0), "RICE": (2.0, 2.3)},
+    "hard": {"recurrence": (2.1, 2.0), "RICE": (2.0, 2.1)},
 }
 PRIOR_SCALE = {"easy": 1.6, "standard": 1.0, "hard": 0.8}
 
