@@ -4,12 +4,12 @@
 # (fp32, fp16/bf16 autocast, channels_last_3d), ONNX Runtime and TensorRT at batch 1 and the
 # occlusion batch. Prints a short table last; full figures go to $OUT/gpu_check.json and
 # $OUT/gpu_check.log (or /tmp/ricenet_gpu_check without $OUT).
-# Wheels for packages the machine lacks (monai, ...) are installed from .whl/ if present.
+# If monai is missing (the GPU image lacks it), the wheels in .whl/ are installed first.
 # Tune with GPU_CHECK_* variables (benchmarks/gpu_bench.py, Config); a CPU smoke test:
 #   GPU_CHECK_ARCH=tiny GPU_CHECK_SIZE_XYZ=24x28x24 GPU_CHECK_REPS=3 bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if compgen -G ".whl/*.whl" > /dev/null; then
+if ! python3 -c "import monai" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || { echo "error: installing .whl/ failed"; exit 1; }
     export PYTHONPATH="/tmp/site:$PWD"

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stride-mm", type=float, default=16.0)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--only", default="ricecli,monai,captum")
+    ap.add_argument("--edges", default="shift,clip", help="ricecli runs: shift (as MONAI), "
+                    "clip (as Captum)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--maps", default=None, help="folder to keep maps between --only runs")
     ap.add_argument("--case", default=None, help="an .npz (volume, mask) instead of the "
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / "edge.onnx"
             export_ensemble([net], spec, {"name": "bench-edge", "version": "0"}, path)
             engine = OnnxRuntimeEngine(load_model(path), threads=args.threads)
-            for edges in ("shift", "clip"):
+            for edges in args.edges.split(","):
                 t = time.perf_counter()
                 m = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
                                    target="recurrence", classes=spec.classes, batch=args.batch,

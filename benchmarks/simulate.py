@@ -180,8 +180,8 @@ def main() -> None:
             write.append(t2 - t1)
             total.append(t2 - t0)
             vox = sum(im.GetNumberOfPixels() for im in (case.post_op, case.event))
-            print(f"{case.case_id} {case.label:10s} generate {t1 - t0:5.2f} s  write {t2 - t1:5.2f} s"
-                  f"  ({vox / 1e6:.1f} M MR voxels)", flush=True)
+            print(f"{case.case_id} {case.label:10s} generate {t1 - t0:5.2f} s  "
+                  f"write {t2 - t1:5.2f} s  ({vox / 1e6:.1f} M MR voxels)", flush=True)
     print(json.dumps({
         "benchmark": "simulate",
         "cases": args.cases,

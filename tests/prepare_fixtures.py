@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from ricecli.template import load_template
 
-DOSE_PEAK_LPS = np.array([25.0, 10.0, 20.0])  # a point in the template's right-posterior brain
+DOSE_PEAK_LPS = np.array([25.0, 10.0, 20.0])  # in the template brain, left-posterior
 POST_POSE = ((0.05, -0.08, 0.10), (5.0, -8.0, 6.0))
 EVENT_POSE = ((-0.06, 0.04, -0.05), (-6.0, 4.0, 10.0))
 

@@ -44,6 +44,7 @@ def template_2mm():
     return working_image(t.t1 * 1000.0), working_image(sitk.Cast(t.mask, sitk.sitkFloat32)) > 0.5
 
 
+@pytest.mark.slow
 def test_known_motion_recovered_and_reproducible(template_2mm):
     volume, mask = template_2mm
     ras = [-1, 0, 0, 0, -1, 0, 0, 0, 1]
@@ -51,7 +52,8 @@ def test_known_motion_recovered_and_reproducible(template_2mm):
     a = register_rigid(fixed, volume)
     b = register_rigid(fixed, volume)
     assert tre_mm(a.transform, truth, mask) < 1.0
-    assert a.transform.GetParameters() == b.transform.GetParameters()  # fixed sampling seed
+    # fixed sampling seed: the same answer (threads only reorder float sums: ~1e-9)
+    assert np.allclose(a.transform.GetParameters(), b.transform.GetParameters(), atol=1e-5)
     assert not a.failed and a.qa["ncc"] > 0.9 and a.iterations > 0 and a.seconds > 0
 
 

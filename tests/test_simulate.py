@@ -62,7 +62,8 @@ def test_native_geometry_differs_between_visits(case):
     t = case.truth
     post, event = t["post_op_scan"], t["event_scan"]
     assert post["direction"] != event["direction"] or post["spacing_mm"] != event["spacing_mm"]
-    m_post, m_event = np.asarray(post["scanner_to_anatomy"]), np.asarray(event["scanner_to_anatomy"])
+    m_post = np.asarray(post["scanner_to_anatomy"])
+    m_event = np.asarray(event["scanner_to_anatomy"])
     delta = np.linalg.inv(m_post) @ m_event  # event scanner -> post-op scanner
     angle = np.degrees(np.arccos(np.clip((np.trace(delta[:3, :3]) - 1) / 2, -1, 1)))
     assert 0.05 < angle < 25.0

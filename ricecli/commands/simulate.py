@@ -12,19 +12,30 @@ from ricecli.errors import RicenetError
 
 
 def command(
-    out: Annotated[Path, typer.Option("--out", help="New folder for the cohort (manifest.csv, cases/).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="New folder for the cohort (manifest.csv, cases/).")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of cases.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same voxels.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Cases generated in parallel (processes).")] = 1,
-    fmt: Annotated[str, typer.Option("--format", help="nifti (.nii.gz, dose in Gy) or dicom (MR series folders + RTDOSE).")] = "nifti",
-    recurrence_fraction: Annotated[float, typer.Option("--recurrence-fraction", help="Expected share of recurrences (0..1).")] = 0.5,
-    difficulty: Annotated[str, typer.Option("--difficulty", help="easy | standard | hard: pose, grids, noise and class overlap.")] = "standard",
-    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of each class put in split 'test' (rest 'cv').")] = 0.15,
-    hypofractionated_fraction: Annotated[float, typer.Option("--hypofractionated-fraction", help="Share of 40.05 Gy/15 fx plans (rest 60 Gy/30 fx).")] = 0.3,
-    voxel_scale: Annotated[float, typer.Option("--voxel-scale", help="Multiply native voxel sizes (e.g. 2 for small, fast test cohorts).")] = 1.0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --out folder.")] = False,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", min=1, help="Cases generated in parallel (processes).")] = 1,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="nifti (.nii.gz, dose in Gy) or dicom (MR series + RTDOSE).")] = "nifti",
+    recurrence_fraction: Annotated[float, typer.Option(
+        "--recurrence-fraction", help="Expected share of recurrences (0..1).")] = 0.5,
+    difficulty: Annotated[str, typer.Option(
+        "--difficulty", help="easy | standard | hard: pose, grids, noise, class overlap.")
+    ] = "standard",
+    test_fraction: Annotated[float, typer.Option(
+        "--test-fraction", help="Share of each class in split 'test' (rest 'cv').")] = 0.15,
+    hypofractionated_fraction: Annotated[float, typer.Option(
+        "--hypofractionated-fraction", help="Share of 40.05 Gy/15 fx plans (rest 60 Gy/30 fx).")
+    ] = 0.3,
+    voxel_scale: Annotated[float, typer.Option(
+        "--voxel-scale", help="Multiply native voxel sizes (2: small, fast test cohorts).")] = 1.0,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing non-empty --out folder.")] = False,
 ) -> None:
-    """Simulate post-treatment glioblastoma cases (RICE vs recurrence) in native scanner geometry."""
+    """Simulate post-treatment glioblastoma cases (RICE vs recurrence), native scanner geometry."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,

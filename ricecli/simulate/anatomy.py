@@ -66,7 +66,7 @@ def working_grid(spacing_mm: float) -> sitk.Image:
     ]
     lo = np.min(corners, axis=0) - 4.0
     hi = np.max(corners, axis=0) + 4.0
-    size = [int(np.ceil((h - low) / spacing_mm)) + 1 for low, h in zip(lo, hi)]
+    size = [int(np.ceil((h - low) / spacing_mm)) + 1 for low, h in zip(lo, hi, strict=False)]
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetSpacing([spacing_mm] * 3)
     grid.SetOrigin(lo.tolist())
@@ -91,7 +91,7 @@ def _template_index_coords(grid: sitk.Image, tpl: sitk.Image, rng: np.random.Gen
     direction = np.asarray(tpl.GetDirection()).reshape(3, 3)
     spacing = np.asarray(tpl.GetSpacing())
     inv = np.linalg.inv(direction * spacing[None, :])  # world -> continuous index
-    rel = [w - o for w, o in zip(world, origin)]
+    rel = [w - o for w, o in zip(world, origin, strict=False)]
     index = [sum(inv[i, j] * rel[j] for j in range(3)) for i in range(3)]  # (i, j, k)
     params = {"head_scale": [round(float(s), 4) for s in scale], "warp_rms_mm": amplitude_mm}
     return np.stack([index[2], index[1], index[0]]).astype(np.float32), params

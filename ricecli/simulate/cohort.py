@@ -98,7 +98,8 @@ def _soft(g: np.ndarray, level: float, radius_mm: float, h: float) -> np.ndarray
     return np.clip(0.5 + (level - g) * radius_mm / h, 0.0, 1.0).astype(np.float32)
 
 
-def post_op_image(rng: np.random.Generator, anat: Anatomy, res: Resection) -> tuple[np.ndarray, dict]:
+def post_op_image(rng: np.random.Generator, anat: Anatomy,
+                  res: Resection) -> tuple[np.ndarray, dict]:
     """T1c weeks after surgery: fluid cavity, thin patchy rim enhancement, residual nodules."""
     h = anat.spacing
     inside = (anat.dist_outside_mm > 1.5).astype(np.float32)
@@ -112,7 +113,8 @@ def post_op_image(rng: np.random.Generator, anat: Anatomy, res: Resection) -> tu
     edema = 1.0 - 0.08 * np.exp(-d_c / 10.0) * (anat.wm > 0.3) * (d_c > 0)
     brain = anat.brain.astype(np.float32)
     img = anat.t1 * (1 - cav) * edema + (cav * CAVITY_FLUID + rim + resid) * brain
-    return img.astype(np.float32), {"rim_enhancement": rim_level, "residual_enhancement": resid_level}
+    params = {"rim_enhancement": rim_level, "residual_enhancement": resid_level}
+    return img.astype(np.float32), params
 
 
 def event_image(rng: np.random.Generator, anat: Anatomy, res: Resection,
@@ -225,13 +227,14 @@ def simulate_case(index: int, seed: int, config: SimConfig = SimConfig()) -> Sim
 
 
 def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
-    """Write one case under root/cases/<id>/ and return its manifest row (paths relative to root)."""
+    """Write one case under root/cases/<id>/; return its manifest row (paths relative to root)."""
     rel = Path("cases") / case.case_id
     folder = root / rel
     folder.mkdir(parents=True, exist_ok=True)
     if fmt == "dicom":
-        from ricecli.dicom_write import write_mr_series, write_rtdose
         from pydicom.uid import generate_uid
+
+        from ricecli.dicom_write import write_mr_series, write_rtdose
 
         study, planning_frame = generate_uid(), generate_uid()
         write_mr_series(case.post_op, folder / "post_op", "T1c post-op", 1, study_uid=study,
@@ -284,7 +287,7 @@ def _init_worker() -> None:
 
 
 def assign_splits(rows: list[dict], seed: int, test_fraction: float) -> None:
-    """Stratified by label, deterministic by seed: split = 'test' for ~test_fraction of each class."""
+    """Stratified by label, deterministic by seed: ~test_fraction of each class is 'test'."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7_777_777]))
     for label in sorted({r["label"] for r in rows}):
         members = sorted((r for r in rows if r["label"] == label), key=lambda r: r["case_id"])

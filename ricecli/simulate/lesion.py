@@ -145,7 +145,8 @@ def make_lesion(rng: np.random.Generator, anat: Anatomy, resection: Resection, p
     render_focus(rng, anat, centre, radius, solidity, maps)
     foci = [[round(float(v), 2) for v in centre]]
     if multifocal:
-        second = "periventricular" if label == "RICE" else str(rng.choice(["cavity_margin", "distant"]))
+        second = ("periventricular" if label == "RICE"
+                  else str(rng.choice(["cavity_margin", "distant"])))
         c2 = _pick(rng, site_mask(second, anat, resection, plan, dist_cavity), anat)
         render_focus(rng, anat, c2, radius * rng.uniform(0.4, 0.7), solidity, maps)
         foci.append([round(float(v), 2) for v in c2])

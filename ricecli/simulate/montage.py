@@ -74,11 +74,11 @@ def case_rows(case: SimulatedCase) -> list[list[np.ndarray]]:
     for vol in (post, event):
         rows.append([_grey(p, 0, _white(vol)) for p in _planes(vol)])
     edge = mask ^ np.roll(mask, 1, 1) | mask ^ np.roll(mask, 1, 2) | mask ^ np.roll(mask, 1, 0)
-    for img, e in zip(rows[1], _planes(edge)):
+    for img, e in zip(rows[1], _planes(edge), strict=False):
         img[e] = 0.5 * img[e] + 0.5 * np.array([0.1, 1.0, 0.2])
     hi = _white(post)
     overlay = []
-    for p, d in zip(_planes(post), _planes(dose)):
+    for p, d in zip(_planes(post), _planes(dose), strict=False):
         a = np.clip(d / 60.0, 0, 1)[..., None] * 0.55 * (d[..., None] > 1.0)
         overlay.append(_grey(p, 0, hi) * (1 - a) + _hot(d / 60.0) * a)
     rows.append(overlay)
@@ -99,7 +99,8 @@ def render(cases: list[SimulatedCase], path: Path) -> Path:
                  f"{t['lesion']['solidity']:.2f}, {t['plan']['regimen']}, "
                  f"p_rec {t['p_recurrence']:.2f})")
         draw.text((x0 + pad, 3), title, fill=(255, 255, 255))
-        for r, (name, row) in enumerate(zip(("post-op", "event", "dose"), case_rows(case))):
+        names = ("post-op", "event", "dose")
+        for r, (name, row) in enumerate(zip(names, case_rows(case), strict=True)):
             y = label_h + r * (PANEL_MM + pad)
             draw.text((x0 + pad, y + PANEL_MM // 2), name, fill=(255, 255, 0))
             for c, panel in enumerate(row):

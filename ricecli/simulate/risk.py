@@ -15,32 +15,33 @@ import math
 
 from scipy.stats import beta as beta_dist
 
-# standardisation of the risk factors: (mean, sd) over 100 simulated plans
-# (`python benchmarks/simulate.py --calibrate 100`)
+# standardisation of the risk factors: (mean, sd) over 120 simulated plans
+# (`python benchmarks/simulate.py --calibrate 120`)
 FEATURE_STATS = {
-    "log_v95_cm3": (5.03, 0.314),
-    "periventricular_v95": (0.162, 0.109),
-    "residual_cm3": (0.66, 0.752),
-    "hotspot": (0.029, 0.0178),
-    "regimen_60": (0.71, 0.454),
+    "log_v95_cm3": (5.017, 0.332),
+    "periventricular_v95": (0.154, 0.109),
+    "residual_cm3": (0.597, 0.729),
+    "hotspot": (0.0298, 0.018),
+    "regimen_60": (0.70, 0.458),
 }
 # positive weight: more RICE (radiation injury scales with BED, irradiated volume, WM dose)
 WEIGHTS = {
-    "regimen_60": 1.6,
-    "log_v95_cm3": 0.8,
-    "periventricular_v95": 0.9,
+    "regimen_60": 1.9,
+    "log_v95_cm3": 0.5,
+    "periventricular_v95": 0.6,
     "hotspot": 0.5,
-    "residual_cm3": -1.0,
+    "residual_cm3": -1.2,
 }
 SITES = {  # P(site | class): recurrence is mostly local, RICE in-field and periventricular
-    "recurrence": {"cavity_margin": 0.60, "periventricular": 0.25, "marginal": 0.09, "distant": 0.06},
-    "RICE": {"cavity_margin": 0.45, "periventricular": 0.50, "marginal": 0.05, "distant": 0.0},
+    "recurrence": {"cavity_margin": 0.60, "periventricular": 0.30, "marginal": 0.06,
+                   "distant": 0.04},
+    "RICE": {"cavity_margin": 0.48, "periventricular": 0.50, "marginal": 0.02, "distant": 0.0},
 }
 MULTIFOCAL = {"recurrence": 0.15, "RICE": 0.25}
 # solidity t in [0, 1]: 0 = soap-bubble / Swiss-cheese, 1 = solid nodular mass
 MORPHOLOGY = {
     "easy": {"recurrence": (4.0, 1.5), "RICE": (1.5, 4.0)},
-    "standard": {"recurrence": (2.3, 2.0), "RICE": (2.0, 2.3)},
+    "standard": {"recurrence": (2.2, 2.0), "RICE": (2.0, 2.2)},
     "hard": {"recurrence": (2.1, 2.0), "RICE": (2.0, 2.1)},
 }
 PRIOR_SCALE = {"easy": 1.6, "standard": 1.0, "hard": 0.8}
@@ -69,7 +70,7 @@ def risk_features(regimen_60: bool, v95_cm3: float, pv_v95: float, residual_cm3:
 
 
 def prior_logit_rice(z: dict, difficulty: str, recurrence_fraction: float) -> float:
-    """logit P(RICE | risk factors), offset so that the cohort has ~recurrence_fraction recurrences."""
+    """logit P(RICE | risk factors), offset so that ~recurrence_fraction of cases recur."""
     scale = PRIOR_SCALE[difficulty]
     s = scale * sum(WEIGHTS[k] * z[k] for k in WEIGHTS)
     tau2 = scale**2 * sum(w * w for w in WEIGHTS.values())

@@ -218,13 +218,13 @@ def acquire(rng: np.random.Generator, anatomy_image: sitk.Image, acq: Acquisitio
 
 
 def dose_grid(rng: np.random.Generator, anat: Anatomy, pose: sitk.AffineTransform) -> sitk.Image:
-    """The planning system's axis-aligned 2-3 mm grid in the post-op (planning) frame, over the head."""
+    """The planning system's axis-aligned 2-3 mm grid in the post-op frame, over the head."""
     spacing = [(2.0, 2.0, 2.0), (2.5, 2.5, 2.5), (3.0, 3.0, 3.0), (2.5, 2.5, 3.0)][
         int(rng.integers(4))
     ]
     corners = _to_scanner(pose, _brain_corners(anat, 14.0))
     lo, hi = corners.min(axis=0), corners.max(axis=0)
-    size = [int(np.ceil((h - low) / s)) + 1 for low, h, s in zip(lo, hi, spacing)]
+    size = [int(np.ceil((h - low) / s)) + 1 for low, h, s in zip(lo, hi, spacing, strict=False)]
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetSpacing(spacing)
     grid.SetOrigin(np.round(lo, 1).tolist())

@@ -1,4 +1,4 @@
-"""Surgery and radiotherapy: a resection cavity (with optional residual tumour) and a plan-like dose.
+"""Surgery and radiotherapy: a resection cavity (optional residual tumour) and a plan-like dose.
 
 Plan after the EORTC/ESTRO-ACROP glioblastoma guideline (Niyazi et al., Radiother Oncol 2016 and
 2023): CTV = cavity + residual + 15-20 mm, clipped to the brain; PTV = CTV + 3-5 mm; 60 Gy in 30
@@ -80,7 +80,7 @@ def place_resection(rng: np.random.Generator, anat: Anatomy, residual_prob: floa
     rot = Rotation.from_rotvec(rng.normal(size=3) * 0.8).as_matrix().astype(np.float32)
     dx, dy, dz = x - centre[0], y - centre[1], z - centre[2]
     local = [rot[0, i] * dx + rot[1, i] * dy + rot[2, i] * dz for i in range(3)]
-    g = np.sqrt(sum((v / a) ** 2 for v, a in zip(local, semi)))
+    g = np.sqrt(sum((v / a) ** 2 for v, a in zip(local, semi, strict=False)))
     g = g + 0.10 * smooth_noise(rng, g.shape, 8.0 / anat.spacing)
     g = g.astype(np.float32)
     cavity = (g <= 1.0) & anat.brain & (anat.dist_outside_mm > 1.5)

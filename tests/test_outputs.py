@@ -1,0 +1,63 @@
+"""Output folders and files: staged, renamed on success, never over or inside an input."""
+
+from __future__ import annotations
+
+import pytest
+
+from ricecli.errors import OutputError
+from ricecli.outputs import staged_output, write_atomic
+
+
+def test_staged_output_appears_only_on_success(tmp_path):
+    out = tmp_path / "out"
+    with staged_output(out) as stage:
+        (stage / "a.txt").write_text("x")
+        assert not out.exists()
+    assert (out / "a.txt").read_text() == "x"
+    with pytest.raises(RuntimeError), staged_output(tmp_path / "failed") as stage:
+        (stage / "half.txt").write_text("x")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_non_empty_folder_needs_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(OutputError, match="not empty"), staged_output(out):
+        pass
+    with staged_output(out, overwrite=True) as stage:
+        (stage / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with staged_output(empty) as stage:
+        (stage / "f").write_text("")
+    assert (empty / "f").exists()
+
+
+def test_refuses_output_that_is_in_or_holds_an_input(tmp_path):
+    dicom_dir = tmp_path / "series"
+    dicom_dir.mkdir()
+    (dicom_dir / "1.dcm").write_bytes(b"x")
+    for out in (dicom_dir, dicom_dir / "out"):
+        with pytest.raises(OutputError, match="input"), staged_output(out, [dicom_dir], True):
+            pass
+    with pytest.raises(OutputError, match="holds an input"), staged_output(
+            tmp_path, [dicom_dir / "1.dcm"], overwrite=True):
+        pass
+    assert (dicom_dir / "1.dcm").read_bytes() == b"x"
+
+
+def test_write_atomic_keeps_extension_and_cleans_up(tmp_path):
+    target = tmp_path / "report.nii.gz"
+    with write_atomic(target) as tmp:
+        assert tmp.name.endswith(".nii.gz") and tmp.parent == tmp_path
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    with pytest.raises(ValueError), write_atomic(target) as tmp:
+        tmp.write_text("half")
+        raise ValueError
+    assert target.read_text() == "done" and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(OutputError), write_atomic(target, inputs=[target]):
+        pass
