@@ -105,7 +105,7 @@ def post_op_image(rng: np.random.Generator, anat: Anatomy,
     inside = (anat.dist_outside_mm > 1.5).astype(np.float32)
     cav = _soft(res.shape_g, 1.0, res.radius_mm, h) * inside
     d_c = res.dist_cavity_mm
-    rim_level = float(rng.uniform(0.12, 0.35))
+    rim_level = float(rng.uniform(0.25, 0.5))
     patchy = np.clip(0.6 + 0.5 * smooth_noise(rng, d_c.shape, 5.0 / h), 0, 1)
     rim = rim_level * np.clip(1.0 - np.abs(d_c - 1.0) / 1.5, 0, 1) * (d_c > 0) * patchy
     resid_level = float(rng.uniform(0.4, 0.6))

@@ -112,14 +112,27 @@ def render(cases: list[SimulatedCase], path: Path) -> Path:
     return path
 
 
-def one_of_each(seed: int, config: SimConfig = SimConfig(), limit: int = 20) -> list[SimulatedCase]:
-    """The first RICE and the first recurrence case of a seed."""
+def _typical(case: SimulatedCase) -> bool:
+    """A textbook example: solid recurrence at the margin, bubbly periventricular RICE."""
+    les = case.truth["lesion"]
+    if case.label == "recurrence":
+        return les["site"] == "cavity_margin" and les["solidity"] > 0.6
+    return les["site"] == "periventricular" and les["solidity"] < 0.4
+
+
+def one_of_each(seed: int, config: SimConfig = SimConfig(), limit: int = 30,
+                typical: bool = True) -> list[SimulatedCase]:
+    """The first (typical, if asked and found) RICE and recurrence case of a seed."""
     found: dict[str, SimulatedCase] = {}
+    fallback: dict[str, SimulatedCase] = {}
     for i in range(limit):
         case = simulate_case(i, seed, config)
-        found.setdefault(case.label, case)
+        fallback.setdefault(case.label, case)
+        if not typical or _typical(case):
+            found.setdefault(case.label, case)
         if len(found) == 2:
             break
+    found = {**fallback, **found}
     return [found[k] for k in ("RICE", "recurrence") if k in found]
 
 
