@@ -13,6 +13,10 @@ occluded channel leaves the input unchanged, so its sensitivity is exactly 0: it
 still counts in the average. `region="brain"` also skips positions whose cube misses the brain
 (exact too when the channels equal `fill` outside the brain, as prepared channels do for 0).
 
+Exact incremental inference (default with ONNX Runtime on the CPU): the stem conv, most of the
+work, runs once on the original volume; each position adds the conv of its small cube delta
+and runs only the trunk (`ricecli/incremental.py`). `incremental=False` runs whole volumes.
+
 The core (`occlusion_maps`) needs only numpy and an Engine; SimpleITK is imported where the
 maps meet scan geometry.
 """
@@ -51,6 +55,7 @@ class OcclusionSettings:
     region: str = "brain"
     edges: str = "shift"
     skip_unchanged: bool = True
+    incremental: bool = True
 
     def check(self) -> OcclusionSettings:
         """Raise a one-line usage error for values that cannot work."""
@@ -110,6 +115,7 @@ class OcclusionMaps:
     stride_vox: tuple[int, int, int]
     positions: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    method: str = "plain"  # "incremental-stem" or "plain (<why>)"
 
 
 def _probabilities(engine, volumes: np.ndarray) -> np.ndarray:
@@ -155,14 +161,27 @@ def _jobs(volume: np.ndarray, groups: list[list[int]], cube: tuple[int, ...],
     return jobs, counts
 
 
+def _whole_volumes(engine, volume, groups, jobs, fill, batch):
+    """(mean, members) per batch of occluded copies of the whole volume (the plain path)."""
+    for first in range(0, len(jobs), batch):
+        occluded = np.repeat(volume[None], len(jobs[first:first + batch]), axis=0)
+        for i, (g, sl) in enumerate(jobs[first:first + batch]):
+            occluded[(i, groups[g], *sl)] = fill
+        yield engine.run(occluded)
+
+
 def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
                    cube_vox: Sequence[int], stride_vox: Sequence[int], *, fill: float = 0.0,
                    channels: str = "all", target: str | int = "recurrence",
                    classes: Sequence[str] = ("RICE", "recurrence"), batch: int = 16,
                    edges: str = "shift", brain_mask: np.ndarray | None = None,
                    skip_unchanged: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> OcclusionMaps:
-    """Occlusion sensitivity of `volume` [C, z, y, x] through `engine` (see the module doc)."""
+                   progress: Callable[[int, int], None] | None = None,
+                   incremental=None, method: str = "plain") -> OcclusionMaps:
+    """Occlusion sensitivity of `volume` [C, z, y, x] through `engine` (see the module doc).
+
+    `incremental`: an `IncrementalStem` of the same model; positions then run stem-incrementally.
+    """
     t0 = time.perf_counter()
     volume = np.ascontiguousarray(volume, dtype=np.float32)
     shape = volume.shape[1:]
@@ -177,14 +196,15 @@ def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
     jobs, counts = _jobs(volume, groups, cube, stride, fill, edges, brain_mask, skip_unchanged)
     sums = np.zeros((len(groups), *shape), np.float64)
     t1 = time.perf_counter()
+    if incremental is not None:
+        batches = incremental.batches(volume, [(groups[g], sl) for g, sl in jobs], fill, batch)
+    else:
+        batches = _whole_volumes(engine, volume, groups, jobs, fill, batch)
     done = 0
-    for first in range(0, len(jobs), batch):
-        chunk = jobs[first:first + batch]
-        occluded = np.repeat(volume[None], len(chunk), axis=0)
-        for i, (g, sl) in enumerate(chunk):
-            occluded[(i, groups[g], *sl)] = fill
-        p = _probabilities(engine, occluded)[:, t_index]
-        for (g, sl), p_occ in zip(chunk, p, strict=False):
+    for probs, _members in batches:
+        chunk = jobs[done:done + len(probs)]
+        p = np.asarray(probs, np.float64)[:, t_index]
+        for (g, sl), p_occ in zip(chunk, p, strict=True):
             sums[(g, *sl)] += p_original[t_index] - p_occ
         done += len(chunk)
         if progress is not None:
@@ -197,7 +217,39 @@ def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
         target_index=t_index, cube_vox=cube, stride_vox=stride, positions=counts,
         seconds={"plan": round(t1 - t0, 4), "run": round(t2 - t1, 4),
                  "volumes_per_s": round(len(jobs) / max(t2 - t1, 1e-9), 3)},
+        method="incremental-stem" if incremental is not None else method,
     )
+
+
+_STEMS: dict[tuple, tuple] = {}
+
+
+def incremental_for(model, engine, wanted: bool = True):
+    """(IncrementalStem or None, method label): incremental on ONNX Runtime CPU models only."""
+    threads = getattr(engine, "threads", None)
+    key = (str(getattr(model, "path", "")), getattr(model, "sha256", ""), threads, wanted,
+           getattr(engine, "name", ""))
+    if key not in _STEMS:
+        _STEMS[key] = _open_incremental(model, engine, wanted, threads)
+    return _STEMS[key]
+
+
+def _open_incremental(model, engine, wanted: bool, threads: int | None):
+    if not wanted:
+        return None, "plain (incremental off)"
+    if getattr(model, "format", None) != "onnx" or getattr(engine, "name", "") \
+            != "onnxruntime-cpu":
+        return None, f"plain (engine {getattr(engine, 'name', '?')})"
+    from ricecli.engine import physical_cores
+    from ricecli.incremental import IncrementalStem
+
+    try:
+        stem = IncrementalStem.open(model.path, threads or physical_cores())
+    except ImportError as err:  # the onnx package is missing
+        return None, f"plain ({err})"
+    if isinstance(stem, str):
+        return None, f"plain ({stem})"
+    return stem, "incremental-stem"
 
 
 def rich_progress(description: str = "occlusion"):
@@ -281,7 +333,7 @@ class ExplainResult:
             "cube_voxels_zyx": list(m.cube_vox), "stride_voxels_zyx": list(m.stride_vox),
             "target": self.target, "probabilities": self.probabilities,
             "target_probability": self.probabilities[self.target],
-            "positions": m.positions, "timings_s": self.seconds,
+            "positions": m.positions, "method": m.method, "timings_s": self.seconds,
             "volumes_per_s": m.seconds.get("volumes_per_s"),
             "peak": {"index_xyz": list(self.peak_index_xyz), "world_lps_mm": list(self.peak_mm),
                      "value": float(sitk.GetArrayViewFromImage(self.event_maps["all"])[
@@ -303,11 +355,12 @@ def explain_case(case, model, engine, settings: OcclusionSettings = OcclusionSet
     cube = mm_to_voxels(settings.cube_mm, spacing_zyx)
     stride = mm_to_voxels(settings.stride_mm, spacing_zyx)
     mask = np.asarray(case.brain_mask) > 0 if settings.region == "brain" else None
+    stem, method = incremental_for(model, engine, settings.incremental)
     maps = occlusion_maps(volume, engine, spec.channels, cube, stride, fill=settings.fill,
                           channels=settings.channels, target=settings.target,
                           classes=spec.classes, batch=settings.batch, edges=settings.edges,
                           brain_mask=mask, skip_unchanged=settings.skip_unchanged,
-                          progress=progress)
+                          progress=progress, incremental=stem, method=method)
     t1 = time.perf_counter()
     event_maps = {name: to_event_grid(arr, case.reference, case.event_image, case.model_to_event)
                   for name, arr in maps.maps.items()}

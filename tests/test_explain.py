@@ -32,11 +32,12 @@ def brain_volume(shape_zyx, channels: int = 3, seed: int = 1) -> tuple[np.ndarra
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(engine, torch probability function, spec) for a tiny exported network."""
+    """(engine, torch net, probability function, spec, incremental stem) of a tiny network."""
     torch = pytest.importorskip("torch")
     from model_fixtures import export_onnx, tiny_ensemble
 
     from ricecli.engine import open_engine
+    from ricecli.explain import incremental_for
     from ricecli.model import load_model
 
     spec = Spec(model_space=SMALL)
@@ -47,12 +48,15 @@ def tiny(tmp_path_factory):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     path = export_onnx(ensemble, tmp_path_factory.mktemp("tiny") / "tiny.onnx", spec)
-    engine = open_engine(load_model(path), "cpu")
+    model = load_model(path)
+    engine = open_engine(model, "cpu")
+    stem, method = incremental_for(model, engine)
+    assert method == "incremental-stem", method  # the torch export fits the split pattern
 
     def probs(x):
         return torch.softmax(nets[0](x), dim=1)
 
-    return engine, nets[0], probs, spec
+    return engine, nets[0], probs, spec, stem
 
 
 def test_window_starts_edges():
@@ -88,16 +92,20 @@ def _peers(net, probs, vol, cube, stride, target, fill=0.0):
 @pytest.mark.slow
 @pytest.mark.parametrize("cube,stride", [(4, 4), (5, 3)])
 def test_map_equals_captum_and_monai(tiny, cube, stride):
-    engine, net, probs, spec = tiny
+    engine, net, probs, spec, stem = tiny
     vol, _ = brain_volume(spec.model_space.shape_zyx)
     captum, monai = _peers(net, probs, vol, cube, stride, target=1)
-    shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
-                           target="recurrence", edges="shift", batch=7)
-    clip = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
-                          target="recurrence", edges="clip", batch=7)
-    assert np.abs(shift.maps["all"]).max() > 1e-4  # the tiny network does react
-    np.testing.assert_allclose(shift.maps["all"], monai, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(clip.maps["all"], captum, atol=1e-5, rtol=0)
+    for incremental in (None, stem):  # whole volumes, then the incremental stem
+        shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
+                               target="recurrence", edges="shift", batch=7,
+                               incremental=incremental)
+        clip = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
+                              target="recurrence", edges="clip", batch=7,
+                              incremental=incremental)
+        assert np.abs(shift.maps["all"]).max() > 1e-4  # the tiny network does react
+        np.testing.assert_allclose(shift.maps["all"], monai, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(clip.maps["all"], captum, atol=1e-5, rtol=0)
+    assert shift.method == clip.method == "incremental-stem"
     if (16 - cube) % stride == 0 and (20 - cube) % stride == 0:  # divides: all three agree
         np.testing.assert_allclose(captum, monai, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shift.maps["all"], clip.maps["all"], atol=1e-6, rtol=0)
@@ -105,11 +113,12 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
 
 @pytest.mark.slow
 def test_skipping_is_exact_and_each_channel(tiny):
-    engine, net, probs, spec = tiny
+    engine, net, probs, spec, stem = tiny
     vol, mask = brain_volume(spec.model_space.shape_zyx)
     args = (vol, engine, spec.channels, (4, 4, 4), (2, 2, 2))
     full = occlusion_maps(*args, skip_unchanged=False, channels="each")
-    fast = occlusion_maps(*args, skip_unchanged=True, channels="each", brain_mask=mask)
+    fast = occlusion_maps(*args, skip_unchanged=True, channels="each", brain_mask=mask,
+                          incremental=stem)
     assert fast.positions["skipped_unchanged"] > 0 and full.positions["skipped_unchanged"] == 0
     assert fast.positions["run"] + fast.positions["skipped_unchanged"] \
         + fast.positions["skipped_outside_region"] == full.positions["run"]
@@ -125,7 +134,7 @@ def test_skipping_is_exact_and_each_channel(tiny):
 
 @pytest.mark.slow
 def test_target_predicted_and_bad_target(tiny):
-    engine, net, probs, spec = tiny
+    engine, net, probs, spec, _stem = tiny
     vol, _ = brain_volume(spec.model_space.shape_zyx)
     m = occlusion_maps(vol, engine, spec.channels, (8, 8, 8), (8, 8, 8), target="predicted")
     assert m.target_index == int(np.argmax(m.p_original))

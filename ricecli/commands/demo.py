@@ -1,10 +1,91 @@
-"""`ricecli demo` (not yet built)."""
+"""`ricecli demo`: simulate one case of each class, classify and explain them, say where it all is.
+
+It needs no data and no GPU: it is the first thing a new user runs, with the shipped model.
+"""
 
 from __future__ import annotations
 
-from ricecli.errors import RicenetError
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ricecli.commands.classify import DeviceOpt, ModelOpt
 
 
-def command() -> None:
-    """Not built yet."""
-    raise RicenetError("'ricecli demo' is not built yet")
+def command(
+    out: Annotated[Path, typer.Option("--out", help="New folder for the demo's outputs.")] = Path(
+        "ricenet-demo"),
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Simulation seed of the two cases.")] = 3,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Simulate a RICE and a recurrence case, classify and explain both (about a minute on CPU)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ricecli.engine import describe, open_engine
+    from ricecli.explain import OcclusionSettings, explain_case, rich_progress, write_explain
+    from ricecli.model import load_model
+    from ricecli.outputs import check_output_dir, staged_output
+    from ricecli.prepare import CaseInputs
+    from ricecli.report import classify_case, to_json
+    from ricecli.simulate.cohort import SimConfig, write_case
+    from ricecli.simulate.montage import one_of_each
+
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    check_output_dir(out, [], overwrite)
+    loaded = load_model(model)
+    engine = open_engine(loaded, device)
+    console.print(f"model: {loaded.name} {loaded.version} ({loaded.path.name}); "
+                  f"engine: {describe(engine)}")
+    rows = []
+    with staged_output(out, [], overwrite) as stage:
+        with console.status("simulating one RICE and one recurrence case"):
+            cases = one_of_each(seed, SimConfig(), typical=False)
+        for sim in cases:
+            row = write_case(sim, stage, "nifti")
+            folder = stage / "cases" / sim.case_id
+            inputs = CaseInputs(post_op=stage / row["post_op"], event=stage / row["event"],
+                                dose=stage / row["dose"])
+            with console.status(f"{sim.case_id}: preparing and classifying"):
+                result = classify_case(inputs, loaded, engine, keep_case=True)
+            prepared = result.pop("_case")
+            update, bar = rich_progress(f"{sim.case_id}: occlusion map")
+            with bar:
+                explained = explain_case(prepared, loaded, engine, OcclusionSettings(),
+                                         progress=update)
+            (folder / "explain").mkdir()
+            write_explain(explained, prepared, folder / "explain", loaded.spec.classes)
+            result["truth"] = {"label": sim.label, "lesion_site": sim.truth["lesion"]["site"],
+                               "lesion_centre_event_mm": sim.truth["lesion"]["centre_event_mm"]}
+            (folder / "result.json").write_text(to_json(result) + "\n")
+            rows.append((sim, result, explained))
+        summary = [{"case_id": sim.case_id, "truth": sim.label, "predicted": res["label"],
+                    "p_recurrence": res["probabilities"]["recurrence"],
+                    "peak_event_mm": list(exp.peak_mm)} for sim, res, exp in rows]
+        (stage / "demo.json").write_text(json.dumps(
+            {"cases": summary, "seconds": round(time.perf_counter() - start, 1),
+             "model": loaded.summary()}, indent=2, default=str) + "\n")
+
+    table = Table(title="ricenet demo (simulated cases; research use only)")
+    for col in ("case", "truth", "predicted", "p(recurrence)", "votes", "occlusion peak (LPS mm)",
+                "outputs"):
+        table.add_column(col)
+    for sim, res, exp in rows:
+        votes = ", ".join(f"{k} {v}" for k, v in res["votes"].items())
+        table.add_row(sim.case_id, sim.label, res["label"],
+                      f"{res['probabilities']['recurrence']:.3f}", votes,
+                      "(" + ", ".join(f"{v:.0f}" for v in exp.peak_mm) + ")",
+                      f"{out}/cases/{sim.case_id}/")
+    Console().print(table)
+    console.print(
+        f"done in {time.perf_counter() - start:.0f} s. Each case folder holds the inputs "
+        "(post_op.nii.gz, event.nii.gz, dose.nii.gz), result.json and explain/ "
+        "(occlusion.nii.gz on the event scan's grid, overview.png). Open event.nii.gz with "
+        "explain/occlusion.nii.gz as an overlay in 3D Slicer or ITK-SNAP.")

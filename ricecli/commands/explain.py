@@ -49,6 +49,9 @@ def command(
     edges: Annotated[str, typer.Option("--edges", help="Last cube where the grid does not "
                                        "divide: shift (inside, like MONAI) or clip (like "
                                        "Captum).")] = "shift",
+    incremental: Annotated[bool, typer.Option("--incremental/--no-incremental", help="Run the "
+                                              "stem conv once and add each cube's change "
+                                              "(exact, faster); off: whole volumes.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out "
                                             "folder.")] = False,
     mask: MaskOpt = None,
@@ -68,7 +71,7 @@ def command(
 
     settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
                                  channels=channels, target=target, batch=batch, region=region,
-                                 edges=edges).check()
+                                 edges=edges, incremental=incremental).check()
     inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
                          dose_frame)
     loaded = load_model(model)

@@ -56,7 +56,8 @@ def grid_coords(grid: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def working_grid(spacing_mm: float) -> sitk.Image:
-    """An identity-direction grid covering the template's brain box (plus a 4 mm border)."""
+    """An identity-direction grid covering the template's brain box plus a 12 mm border (room
+    for head scaling up to 5 % and the random warp)."""
     t1 = load_template().t1
     corners = [
         t1.TransformIndexToPhysicalPoint((i, j, k))
@@ -64,8 +65,8 @@ def working_grid(spacing_mm: float) -> sitk.Image:
         for j in (0, t1.GetSize()[1] - 1)
         for k in (0, t1.GetSize()[2] - 1)
     ]
-    lo = np.min(corners, axis=0) - 4.0
-    hi = np.max(corners, axis=0) + 4.0
+    lo = np.min(corners, axis=0) - 12.0
+    hi = np.max(corners, axis=0) + 12.0
     size = [int(np.ceil((h - low) / spacing_mm)) + 1 for low, h in zip(lo, hi, strict=False)]
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetSpacing([spacing_mm] * 3)
@@ -78,7 +79,7 @@ def _template_index_coords(grid: sitk.Image, tpl: sitk.Image, rng: np.random.Gen
                            amplitude_mm: float) -> tuple[np.ndarray, dict]:
     """Template voxel coordinates (z, y, x) of each working voxel under the random deformation:
     template point = centre + (p - centre) / head_scale + smooth displacement (~25 mm scale)."""
-    scale = rng.uniform(0.94, 1.06, size=3)
+    scale = rng.uniform(0.95, 1.05, size=3)
     x, y, z = grid_coords(grid)
     shape = tuple(reversed(grid.GetSize()))
     h = grid.GetSpacing()[0]

@@ -38,7 +38,9 @@ def site_mask(site: str, anat: Anatomy, resection: Resection, plan: Plan,
               dist_cavity: np.ndarray) -> np.ndarray:
     """Where a lesion of this site may be centred."""
     rx = plan.prescription_gy
-    tissue = anat.brain & ((anat.wm + anat.gm) > 0.5) & ~anat.brainstem & ~resection.cavity
+    # centres >= 10 mm deep: inside any template brain mask despite head scaling and warp
+    tissue = ((anat.dist_outside_mm >= 10.0) & ((anat.wm + anat.gm) > 0.5) & ~anat.brainstem
+              & ~resection.cavity)
     if site == "cavity_margin":
         m = tissue & (dist_cavity > 0) & (dist_cavity <= 6.0)
     elif site == "periventricular":
@@ -51,7 +53,9 @@ def site_mask(site: str, anat: Anatomy, resection: Resection, plan: Plan,
     else:  # distant
         m = tissue & (plan.dose_gy < 0.4 * rx) & (anat.dist_outside_mm > 8.0)
     if m.sum() < 5:
-        m = tissue & (dist_cavity > 0) & (dist_cavity <= 8.0)
+        m = tissue & (dist_cavity > 0) & (dist_cavity <= 12.0)
+    if m.sum() < 5:
+        m = anat.brain & (anat.dist_outside_mm >= 10.0) & ~resection.cavity
     return m
 
 
@@ -130,9 +134,14 @@ def make_lesion(rng: np.random.Generator, anat: Anatomy, resection: Resection, p
     multifocal = bool(rng.random() < multifocal_prob)
     radius = float(rng.uniform(6.0, 15.0))
     dist_cavity = resection.dist_cavity_mm
-    if (label == "recurrence" and site == "cavity_margin" and resection.residual_centres_mm
-            and rng.random() < 0.7):
-        centre = np.asarray(resection.residual_centres_mm[0])  # regrowth from residual tumour
+    regrow = (label == "recurrence" and site == "cavity_margin"
+              and bool(resection.residual_centres_mm) and rng.random() < 0.7)
+    if regrow:  # regrowth from the residual tumour, if it is deep enough (see site_mask)
+        c = np.asarray(resection.residual_centres_mm[0])
+        i, j, k = anat.grid.TransformPhysicalPointToIndex(c.tolist())
+        regrow = anat.dist_outside_mm[k, j, i] >= 10.0
+    if regrow:
+        centre = c
     else:
         centre = _pick(rng, site_mask(site, anat, resection, plan, dist_cavity), anat)
     shape = anat.t1.shape
