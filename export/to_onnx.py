@@ -16,7 +16,6 @@ PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import logging
@@ -35,6 +34,7 @@ if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checko
 
 from ricecli import __version__ as RICECLI_VERSION  # noqa: E402
 from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.model import file_sha256  # noqa: E402
 from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
 INPUT_NAME = "volumes"
@@ -65,15 +65,6 @@ class ExportReport:
         out += [f"parity {kind} on {name}: max |ORT - torch| = {d:.2e}"
                 for name, d in self.parity.items()]
         return out
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pick_exporter(exporter: str = "auto") -> str:

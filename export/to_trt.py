@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as `python export/to_trt.py` from a checkou
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.model import file_sha256  # noqa: E402
 from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
 INPUT_NAME = "volumes"
@@ -245,7 +246,7 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
         "format": SIDECAR_FORMAT, SPEC_KEY: spec.to_dict(), CARD_KEY: card,
         "engine": {"file": out.name, "sha256": hashlib.sha256(plan).hexdigest(),
                    "size_bytes": len(plan)},
-        "onnx": {"file": onnx_path.name, "sha256": _sha256(onnx_path)},
+        "onnx": {"file": onnx_path.name, "sha256": file_sha256(onnx_path)},
         "tensorrt_version": trt.__version__,
         "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
         "build": build, "profile": profile,
@@ -257,16 +258,6 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
     write_atomic(out, plan)
     write_atomic(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1).encode())
     return sidecar
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,8 @@ class ModelSpace:
     @property
     def origin_mm(self) -> tuple[float, float, float]:
         """World position of voxel (0, 0, 0)."""
-        return tuple(
-            c - s * (n - 1) / 2.0 for c, s, n in zip(self.center_mm, self.spacing_mm, self.size_xyz)
-        )
+        axes = zip(self.center_mm, self.spacing_mm, self.size_xyz, strict=True)
+        return tuple(c - s * (n - 1) / 2.0 for c, s, n in axes)
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
@@ -55,7 +54,8 @@ class Spec:
     def __post_init__(self) -> None:
         unknown = [c for c in self.channels if c not in CHANNELS]
         if unknown or not self.channels or len(set(self.channels)) != len(self.channels):
-            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {self.channels}")
+            raise ValueError(
+                f"channels must be a non-empty subset of {CHANNELS}, got {self.channels}")
 
     def with_channels(self, channels: tuple[str, ...]) -> Spec:
         d = asdict(self)

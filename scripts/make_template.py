@@ -58,7 +58,8 @@ def main() -> None:
         u8.CopyInformation(crop)
         sitk.WriteImage(u8, str(out / f"{key}.nii.gz"), useCompression=True)
     (out / "NOTICE").write_text(NOTICE)
-    print("template written to", out, "size", [f"{(out / f'{k}.nii.gz').stat().st_size/1e6:.2f} MB" for k in names])
+    sizes = [f"{(out / f'{k}.nii.gz').stat().st_size / 1e6:.2f} MB" for k in names]
+    print("template written to", out, "sizes", sizes)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_pinnacle_plan_is_not_a_dose(shared_data):
 def test_relative_units_refused_without_a_scale(shared_data):
     with pytest.raises(DoseError) as err:
         read_dose(shared_data / "rtdose/pydicom/rtdose_relative_units.dcm")
-    assert "RELATIVE" in str(err.value) and "--dose-relative-scale-gy" in str(err.value)
+    assert "RELATIVE" in str(err.value) and "--dose-relative-scale GY" in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["rtdose_1frame.dcm", "rtdose_rle.dcm", "rtdose_rle_1frame.dcm",
