@@ -336,12 +336,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="a 'ricecli prepare' folder or .npz to check parity on as well")
     ap.add_argument("--parity-batch", type=int, default=2, help="batch of the random check")
     ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    ap.add_argument("--card-extra", type=Path, action="append", default=[],
+                    help="JSON file whose keys are added to the model card (e.g. held-out "
+                         "evaluation, ablation table); repeatable")
     args = ap.parse_args(argv)
     try:
         paths = fold_checkpoints(args.run, args.folds)
         members, spec, checkpoints = load_fold_members(paths)
         card = run_card(args.run, paths, checkpoints, args.name)
         card["version"] = args.model_version
+        for extra in args.card_extra:
+            try:
+                card.update(json.loads(extra.read_text()))
+            except (OSError, ValueError) as err:
+                raise InputError(f"cannot read it as JSON ({err})", extra,
+                                 fix="pass a JSON object file to --card-extra") from None
         checks = {}
         if args.check_case is not None:
             checks[f"case {args.check_case.name}"] = read_check_case(args.check_case, spec)

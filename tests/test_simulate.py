@@ -179,3 +179,9 @@ def test_deformed_brain_stays_inside_the_working_grid():
         for border in (brain[0], brain[-1], brain[:, 0], brain[:, -1], brain[:, :, 0],
                        brain[:, :, -1]):
             assert not border.any()
+
+
+def test_plan_dose_is_finite_even_with_extreme_fall_off_noise():
+    """Regression: seed 2026 case 48 once drew a negative fall-off length and NaN doses."""
+    case = simulate_case(48, 2026, SimConfig())
+    assert np.isfinite(sitk.GetArrayViewFromImage(case.dose_gy)).all()

@@ -62,11 +62,13 @@ def command(
                                          progress=update)
             (folder / "explain").mkdir()
             write_explain(explained, prepared, folder / "explain", loaded.spec.classes)
-            result["truth"] = {"label": sim.label, "lesion_site": sim.truth["lesion"]["site"],
+            result["truth"] = {"label": sim.label, "p_recurrence": sim.truth["p_recurrence"],
+                               "lesion_site": sim.truth["lesion"]["site"],
                                "lesion_centre_event_mm": sim.truth["lesion"]["centre_event_mm"]}
             (folder / "result.json").write_text(to_json(result) + "\n")
             rows.append((sim, result, explained))
-        summary = [{"case_id": sim.case_id, "truth": sim.label, "predicted": res["label"],
+        summary = [{"case_id": sim.case_id, "truth": sim.label,
+                    "ideal_p_recurrence": sim.truth["p_recurrence"], "predicted": res["label"],
                     "p_recurrence": res["probabilities"]["recurrence"],
                     "peak_event_mm": list(exp.peak_mm)} for sim, res, exp in rows]
         (stage / "demo.json").write_text(json.dumps(
@@ -74,16 +76,20 @@ def command(
              "model": loaded.summary()}, indent=2, default=str) + "\n")
 
     table = Table(title="ricenet demo (simulated cases; research use only)")
-    for col in ("case", "truth", "predicted", "p(recurrence)", "votes", "occlusion peak (LPS mm)",
-                "outputs"):
+    for col in ("case", "truth", "ideal p(rec)", "predicted", "p(recurrence)", "votes",
+                "occlusion peak (LPS mm)", "outputs"):
         table.add_column(col)
     for sim, res, exp in rows:
         votes = ", ".join(f"{k} {v}" for k, v in res["votes"].items())
-        table.add_row(sim.case_id, sim.label, res["label"],
+        table.add_row(sim.case_id, sim.label, f"{sim.truth['p_recurrence']:.2f}", res["label"],
                       f"{res['probabilities']['recurrence']:.3f}", votes,
                       "(" + ", ".join(f"{v:.0f}" for v in exp.peak_mm) + ")",
                       f"{out}/cases/{sim.case_id}/")
     Console().print(table)
+    console.print(
+        "truth is the simulator's label; 'ideal p(rec)' is the probability an ideal classifier "
+        "knowing every hidden factor would give (docs/simulation.md): labels are drawn from it, "
+        "so even a perfect model misses some cases.")
     console.print(
         f"done in {time.perf_counter() - start:.0f} s. Each case folder holds the inputs "
         "(post_op.nii.gz, event.nii.gz, dose.nii.gz), result.json and explain/ "

@@ -122,7 +122,8 @@ def plan_dose(
     ptv = ndimage.distance_transform_edt(~ctv, sampling=h) <= ptv_margin
     d_out = ndimage.distance_transform_edt(~ptv, sampling=h).astype(np.float32)
     d_in = ndimage.distance_transform_edt(ptv, sampling=h).astype(np.float32)
-    falloff = 25.0 * (1.0 + 0.12 * smooth_noise(rng, ptv.shape, 20.0 / h))
+    # the field's tails can reach -8 sd on a small grid: keep the fall-off length positive
+    falloff = np.maximum(25.0 * (1.0 + 0.12 * smooth_noise(rng, ptv.shape, 20.0 / h)), 1.0)
     outside = 0.95 * np.exp(-((d_out / falloff) ** 1.3))
     inside = (0.95 + 0.05 * np.clip(d_in / 4.0, 0, 1)) * (
         1.0 + 0.008 * smooth_noise(rng, ptv.shape, 6.0 / h)
