@@ -155,8 +155,11 @@ def test_cli_end_to_end(tmp_path):
     case = tmp_path / "case.npz"
     np.savez(case, volumes=volumes(1, seed=9)[0])
     out = tmp_path / "out" / "model.onnx"
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"heldout_test_simulated": {"macro_f1": 0.5}}))
     proc = run_script("--run", str(run), "--out", str(out), "--folds", "all", "--name", "cli",
-                      "--check-case", str(case))  # auto: dynamo where onnxscript is there
+                      "--check-case", str(case),  # auto: dynamo where onnxscript is there
+                      "--card-extra", str(extra))
     assert proc.returncode == 0, proc.stderr
     assert "parity fp32 on random" in proc.stdout and "parity fp32 on case case.npz" in proc.stdout
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -174,6 +177,18 @@ def test_cli_end_to_end(tmp_path):
     assert card["metrics"]["val_macro_f1"]["mean"] == pytest.approx(0.65)
     assert card["training"]["folds"] == {"k": 2, "seed": 3, "n_cases": 8, "n_patients": 8}
     assert card["training"]["config"]["epochs"] == 4
+    assert card["heldout_test_simulated"] == {"macro_f1": 0.5}
+
+
+def test_cli_card_extra_not_json_one_line_exit_2(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    bad = tmp_path / "extra.json"
+    bad.write_text("not json")
+    proc = run_script("--run", str(run), "--out", str(tmp_path / "m.onnx"),
+                      "--card-extra", str(bad))
+    assert proc.returncode == 2 and "--card-extra" in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_cli_bad_run_one_line_exit_2(tmp_path):

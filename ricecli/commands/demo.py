@@ -76,22 +76,22 @@ def command(
              "model": loaded.summary()}, indent=2, default=str) + "\n")
 
     table = Table(title="ricenet demo (simulated cases; research use only)")
-    for col in ("case", "truth", "ideal p(rec)", "predicted", "p(recurrence)", "votes",
-                "occlusion peak (LPS mm)", "outputs"):
+    for col in ("case", "truth", "ideal p(rec)", "predicted", "p(rec)", "votes RICE:rec",
+                "peak (LPS mm)"):
         table.add_column(col)
     for sim, res, exp in rows:
-        votes = ", ".join(f"{k} {v}" for k, v in res["votes"].items())
+        votes = ":".join(str(v) for v in res["votes"].values())
         table.add_row(sim.case_id, sim.label, f"{sim.truth['p_recurrence']:.2f}", res["label"],
                       f"{res['probabilities']['recurrence']:.3f}", votes,
-                      "(" + ", ".join(f"{v:.0f}" for v in exp.peak_mm) + ")",
-                      f"{out}/cases/{sim.case_id}/")
+                      " ".join(f"{v:.0f}" for v in exp.peak_mm))
     Console().print(table)
     console.print(
         "truth is the simulator's label; 'ideal p(rec)' is the probability an ideal classifier "
         "knowing every hidden factor would give (docs/simulation.md): labels are drawn from it, "
         "so even a perfect model misses some cases.")
     console.print(
-        f"done in {time.perf_counter() - start:.0f} s. Each case folder holds the inputs "
+        f"done in {time.perf_counter() - start:.0f} s. Outputs in {out}/: demo.json and "
+        "cases/<case>/ with the inputs "
         "(post_op.nii.gz, event.nii.gz, dose.nii.gz), result.json and explain/ "
         "(occlusion.nii.gz on the event scan's grid, overview.png). Open event.nii.gz with "
         "explain/occlusion.nii.gz as an overlay in 3D Slicer or ITK-SNAP.")
