@@ -4,6 +4,7 @@
 # Usage: bash benchmarks/run_cpu.sh [CHECKPOINT]   (a trained fold, for the occlusion network)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # train/ and export/ run from a checkout
 mkdir -p benchmarks/results
 ckpt=${1:-}
 run() {  # name, command...
