@@ -136,7 +136,7 @@ def _provider_options(providers: list[str]) -> list:
 
 
 class TensorRTEngine:
-    """A native TensorRT engine (.engine + sidecar); device memory via torch or cuda-python."""
+    """A native TensorRT engine (.engine + sidecar); device memory via cuda-python."""
 
     def __init__(self, model: LoadedModel):
         try:
@@ -175,13 +175,17 @@ class TensorRTEngine:
         out_shapes = {n: tuple(ctx.get_tensor_shape(n)) for n in OUTPUT_NAMES}
         d_in = self._mem.to_device(batch)
         d_out = {n: self._mem.empty(s) for n, s in out_shapes.items()}
-        ctx.set_tensor_address(INPUT_NAME, self._mem.ptr(d_in))
-        for n, buf in d_out.items():
-            ctx.set_tensor_address(n, self._mem.ptr(buf))
-        if not ctx.execute_async_v3(self._mem.stream_handle()):
-            raise RuntimeError("TensorRT execution failed")
-        self._mem.synchronize()
-        return tuple(self._mem.to_host(d_out[n], out_shapes[n]) for n in OUTPUT_NAMES)
+        try:
+            ctx.set_tensor_address(INPUT_NAME, self._mem.ptr(d_in))
+            for n, buf in d_out.items():
+                ctx.set_tensor_address(n, self._mem.ptr(buf))
+            if not ctx.execute_async_v3(self._mem.stream_handle()):
+                raise RuntimeError("TensorRT execution failed")
+            self._mem.synchronize()
+            return tuple(self._mem.to_host(d_out[n], out_shapes[n]) for n in OUTPUT_NAMES)
+        finally:
+            for buf in (d_in, *d_out.values()):
+                self._mem.free(buf)
 
     def run(self, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """volumes float32 [N,C,D,H,W] -> (mean probabilities [N,2], members [N,M,2])."""
@@ -189,72 +193,55 @@ class TensorRTEngine:
 
 
 class _CudaMemory:
-    """Device buffers for TensorRT through torch (if importable) or cuda-python; lazy imports."""
+    """Device buffers and a stream for TensorRT through cuda-python (the `gpu` extra)."""
 
-    def __init__(self, kind: str, lib):
-        self.kind, self.lib = kind, lib
-        if kind == "torch":
-            self.stream = None  # torch's current stream: the copies are ordered on it too
-        else:
-            err, self.stream = lib.cudaStreamCreate()
-            _cuda_ok(err)
+    def __init__(self, cudart):
+        self.lib = cudart
+        self.kind = "cuda-python"
+        err, self.stream = cudart.cudaStreamCreate()
+        _cuda_ok(err)
 
     @classmethod
     def open(cls) -> _CudaMemory:
-        try:
-            import torch  # optional GPU helper only; never imported by the CPU path
-
-            if torch.cuda.is_available():
-                return cls("torch", torch)
-        except ImportError:
-            pass
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
             try:
                 from cuda import cudart
             except ImportError:
-                raise RicenetError("TensorRT needs torch (CUDA) or cuda-python for GPU memory",
-                                   fix="pip install cuda-python") from None
-        return cls("cuda-python", cudart)
+                raise RicenetError("TensorRT needs cuda-python for GPU memory",
+                                   fix="pip install 'ricecli[gpu]' (or cuda-python)") from None
+        return cls(cudart)
 
     def stream_handle(self) -> int:
-        if self.kind == "torch":
-            return self.lib.cuda.current_stream().cuda_stream
         return int(self.stream)
 
-    def to_device(self, host: np.ndarray):
-        if self.kind == "torch":
-            return self.lib.from_numpy(host).to("cuda", non_blocking=False)
+    def to_device(self, host: np.ndarray) -> int:
+        host = np.ascontiguousarray(host, dtype=np.float32)
         buf = self.empty(host.shape)
         _cuda_ok(self.lib.cudaMemcpy(buf, host.ctypes.data, host.nbytes,
                                      self.lib.cudaMemcpyKind.cudaMemcpyHostToDevice)[0])
         return buf
 
-    def empty(self, shape: tuple[int, ...]):
-        if self.kind == "torch":
-            return self.lib.empty(shape, dtype=self.lib.float32, device="cuda")
+    def empty(self, shape: tuple[int, ...]) -> int:
         err, ptr = self.lib.cudaMalloc(int(np.prod(shape)) * 4)
         _cuda_ok(err)
-        return ptr
+        return int(ptr)
 
-    def ptr(self, buf) -> int:
-        return buf.data_ptr() if self.kind == "torch" else int(buf)
+    def ptr(self, buf: int) -> int:
+        return int(buf)
 
     def synchronize(self) -> None:
-        if self.kind == "torch":
-            self.lib.cuda.current_stream().synchronize()
-        else:
-            _cuda_ok(self.lib.cudaStreamSynchronize(self.stream)[0])
+        _cuda_ok(self.lib.cudaStreamSynchronize(self.stream)[0])
 
-    def to_host(self, buf, shape: tuple[int, ...]) -> np.ndarray:
-        if self.kind == "torch":
-            return buf.cpu().numpy()
+    def to_host(self, buf: int, shape: tuple[int, ...]) -> np.ndarray:
         host = np.empty(shape, dtype=np.float32)
         _cuda_ok(self.lib.cudaMemcpy(host.ctypes.data, buf, host.nbytes,
                                      self.lib.cudaMemcpyKind.cudaMemcpyDeviceToHost)[0])
-        _cuda_ok(self.lib.cudaFree(buf)[0])
         return host
+
+    def free(self, buf: int) -> None:
+        _cuda_ok(self.lib.cudaFree(buf)[0])
 
 
 def _cuda_ok(err) -> None:
