@@ -254,19 +254,9 @@ def _open_incremental(model, engine, wanted: bool, threads: int | None):
 
 def rich_progress(description: str = "occlusion"):
     """A (callback, context manager) pair: a rich progress bar with ETA on stderr."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from ricecli.progress import progress_bar
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
+    bar = progress_bar(transient=True)
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:

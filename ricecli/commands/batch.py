@@ -32,14 +32,6 @@ def command(
 ) -> None:
     """Classify many cases; a failing case is recorded with its error and the rest go on."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from ricecli.batch import (
         ResultsWriter,
@@ -53,6 +45,7 @@ def command(
     from ricecli.engine import open_engine, physical_cores
     from ricecli.errors import RicenetError
     from ricecli.model import load_model
+    from ricecli.progress import progress_bar
 
     if jobs < 1:
         raise RicenetError("--jobs must be at least 1", fix="e.g. --jobs 2")
@@ -75,9 +68,7 @@ def command(
     init = (str(loaded.path), device, threads, explain_settings,
             None if root is None else str(root))
     rows = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(todo))
         for row in run_cases(todo, jobs, init):
             writer.append(row)

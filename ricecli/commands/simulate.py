@@ -37,17 +37,10 @@ def command(
 ) -> None:
     """Simulate post-treatment glioblastoma cases (RICE vs recurrence), native scanner geometry."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
     from ricecli.outputs import staged_output
+    from ricecli.progress import progress_bar
     from ricecli.simulate.cohort import DIFFICULTIES, FORMATS, SimConfig, generate_cohort
 
     if fmt not in FORMATS:
@@ -71,11 +64,9 @@ def command(
                        voxel_scale=voxel_scale, fmt=fmt)
     console = Console(stderr=True)
     counts: Counter = Counter()
-    columns = (SpinnerColumn(), TextColumn("[bold]simulate[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[classes]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with staged_output(out, inputs=(), overwrite=overwrite) as stage:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("cases", total=n, classes="")
+        with progress_bar(console, TextColumn("{task.fields[classes]}")) as progress:
+            task = progress.add_task("simulate", total=n, classes="")
 
             def tick(row: dict) -> None:
                 counts[row["label"]] += 1
