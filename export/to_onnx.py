@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checko
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ricecli import __version__ as RICECLI_VERSION  # noqa: E402
-from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
 from ricecli.model import file_sha256  # noqa: E402
 from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
@@ -357,13 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         report = export_ensemble(members, spec, card, args.out, fp16=args.fp16,
                                  check_inputs=checks, parity_batch=args.parity_batch,
                                  exporter=args.exporter)
-    except RicenetError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return 2
     except Exception as err:  # noqa: BLE001 - one line, no traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"internal error: {type(err).__name__}: {first}", file=sys.stderr)
-        return 1
+        return report_error(err)
     print("\n".join(report.lines()))
     print(json.dumps(asdict(report)))
     return 0

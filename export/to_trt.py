@@ -41,7 +41,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python export/to_trt.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ricecli.errors import InputError, ModelError, RicenetError  # noqa: E402
+from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
 from ricecli.model import file_sha256  # noqa: E402
 from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
@@ -277,13 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         side = convert(args.onnx, args.out, args.fp16, args.max_batch, args.opt_batch,
                        args.timing_cache, args.workspace_gb)
-    except RicenetError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return 2
     except Exception as err:  # noqa: BLE001 - one line, no traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"internal error: {type(err).__name__}: {first}", file=sys.stderr)
-        return 1
+        return report_error(err)
     print(f"wrote {args.out}: {side['engine']['size_bytes'] / 1e6:.1f} MB, TensorRT "
           f"{side['tensorrt_version']} on {side['gpu']['name']}, build "
           f"{side['build']['seconds']} s, max |TRT - ORT| = "

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import typer
 
-from ricecli.errors import RicenetError
+from ricecli.errors import RicenetError, run_app
 from ricecli.spec import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -139,23 +138,7 @@ def ablate(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except RicenetError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as err:  # one line, never a traceback
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_app(app)
 
 
 if __name__ == "__main__":
