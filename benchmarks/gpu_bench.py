@@ -231,43 +231,97 @@ def bench_torch_cuda(b: Bench, preset: str, members: list, spec: Spec, ref: np.n
     torch.cuda.empty_cache()
 
 
-def bench_cpu(b: Bench, preset: str, members: list, spec: Spec, onnx: dict, ref: np.ndarray):
-    """ONNX Runtime (every provider it has) and torch on the CPU, fp32 and fp16 ONNX."""
+def ort_row_engine(device: str, providers: list[str]) -> tuple[str | None, str]:
+    """(row label, "") when the session runs on the provider `device` asks for, else (None, why).
+    The label comes from session.get_providers(), never from what was asked: CPU timings are
+    never reported as GPU ones."""
+    want = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+            "tensorrt": "TensorrtExecutionProvider"}[device]
+    got = providers[0] if providers else "none"
+    if got != want:
+        return None, f"asked for {want}, the session runs on {got}"
+    return f"onnxruntime-{got[:-len('ExecutionProvider')]}", ""
+
+
+def open_ricecli_engine(b: Bench, what: str, path: Path, device: str):
+    """ricecli's own engine for `path` on `device` (open_engine: its provider policy and
+    errors), or None with the reason recorded."""
+    from ricecli.engine import open_engine
+    from ricecli.model import load_model
+
+    try:
+        return open_engine(load_model(path), device)
+    except Exception as err:  # noqa: BLE001 - record and go on with the other rows
+        b.skip(what, f"{type(err).__name__}: {err}"[:300])
+        return None
+
+
+def bench_onnxruntime(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
+                      ref: np.ndarray, devices: tuple[str, ...] = ("cuda", "cpu")) -> None:
+    """ONNX Runtime through ricecli's engines, fp32 and fp16 ONNX, each device on its own: a
+    provider that fails to load or run skips its rows only."""
     import onnxruntime as ort
 
+    from ricecli.engine import forget_engines
+
     occ, cpu_reps = b.cfg.occ_batch[preset], 5 if preset != "paper" else 2
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in ort.get_available_providers()]
-    for fp16, path in onnx.items():
-        for provider in providers:
-            session = ort.InferenceSession(str(path), providers=[provider])
-            on_gpu = provider != "CPUExecutionProvider"
+    have = set(ort.get_available_providers())
+    for device in devices:
+        provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider"}[device]
+        if provider not in have:
+            b.skip(f"onnxruntime {device} {preset}", f"{provider} not in this onnxruntime")
+            continue
+        for fp16, path in onnx.items():
+            what = f"onnxruntime {device} {preset} fp16={fp16}"
+            if b.left() < 0:
+                b.skip(what, "time budget")
+                continue
+            engine = open_ricecli_engine(b, what, path, device)
+            if engine is None:
+                continue
+            label, why = ort_row_engine(device, engine.session.get_providers())
+            if label is None:
+                b.skip(what, why)
+                continue
+            on_gpu = device != "cpu"
             for batch in (1, occ):
                 if (batch > 1 and preset == "paper" and not on_gpu) or b.left() < 0:
-                    b.skip(f"onnxruntime {provider} {preset} fp16={fp16} b{batch}",
+                    b.skip(f"{what} b{batch}",
                            "too slow on CPU" if b.left() >= 0 else "time budget")
                     continue
                 x = volumes(spec, batch)
-                ms = time_cpu(lambda s=session, x=x: s.run(None, {"volumes": x}),
-                              b.cfg.reps if on_gpu else cpu_reps)
-                diff = None
-                if batch == 1:
-                    diff = float(np.abs(session.run(None, {"volumes": x})[0] - ref).max())
-                b.add("rows", {"preset": preset, "engine": f"onnxruntime-{provider[:-17]}",
+                try:
+                    ms = time_cpu(lambda e=engine, x=x: e.run(x),
+                                  b.cfg.reps if on_gpu else cpu_reps)
+                    diff = float(np.abs(engine.run(x)[0] - ref).max()) if batch == 1 else None
+                except Exception as err:  # noqa: BLE001 - e.g. out of GPU memory at batch occ
+                    b.skip(f"{what} b{batch}", f"{type(err).__name__}: {err}"[:300])
+                    continue
+                b.add("rows", {"preset": preset, "engine": label,
                                "mode": "fp16-onnx" if fp16 else "fp32", "batch": batch,
                                "members": len(members), **stats(ms, batch),
-                               "max_abs_vs_fp32_cpu": diff})
+                               "max_abs_vs_fp32_cpu": diff,
+                               "providers": engine.session.get_providers()})
+            forget_engines()
+
+
+def bench_torch_cpu(b: Bench, preset: str, members: list, spec: Spec) -> None:
     if b.left() > 0:
         model = Ensemble([m.cpu() for m in members]).eval()
         x = torch.from_numpy(volumes(spec, 1))
         with torch.inference_mode():
-            ms = time_cpu(lambda: model(x), cpu_reps)
+            ms = time_cpu(lambda: model(x), 5 if preset != "paper" else 2)
         b.add("rows", {"preset": preset, "engine": "torch-cpu", "mode": "fp32", "batch": 1,
                        "members": len(members), **stats(ms, 1), "max_abs_vs_fp32_cpu": 0.0})
 
 
 def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
                    ref: np.ndarray) -> None:
+    """Native TensorRT: export/to_trt.py in a child process bounded by the time left (a slow
+    or failing build costs only these rows), timed through ricecli's TensorRTEngine."""
+    import subprocess
+
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -276,34 +330,76 @@ def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
     if not torch.cuda.is_available():
         b.skip(f"tensorrt {preset}", "no CUDA GPU")
         return
-    from export.to_trt import TrtRunner, convert
-
     occ = b.cfg.occ_batch[preset]
+    script = Path(__file__).resolve().parents[1] / "export" / "to_trt.py"
     for fp16, path in onnx.items():
-        if b.left() < 0:
-            b.skip(f"tensorrt {preset} fp16={fp16}", "time budget")
+        what = f"tensorrt {preset} fp16={fp16}"
+        if b.left() < 30:
+            b.skip(what, "time budget")
             continue
-        engine = path.with_suffix(".engine")
+        engine_path = path.with_suffix(".engine")
+        cmd = [sys.executable, str(script), "--onnx", str(path), "--out", str(engine_path),
+               "--max-batch", str(occ), "--opt-batch", str(occ),
+               "--timing-cache", str(b.cfg.work / "timing.cache"), *(["--fp16"] if fp16 else [])]
         try:
-            side = convert(path, engine, fp16=fp16, max_batch=occ, opt_batch=occ,
-                           timing_cache=b.cfg.work / "timing.cache", parity_batch=1)
-        except Exception as err:  # noqa: BLE001 - record and go on with the other rows
-            b.skip(f"tensorrt build {preset} fp16={fp16}", f"{type(err).__name__}: {err}"[:300])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=b.left())
+        except subprocess.TimeoutExpired:
+            b.skip(f"{what} build", "time budget (build cut short)")
             continue
+        if proc.returncode != 0:
+            b.skip(f"{what} build", (proc.stderr.strip().splitlines() or ["?"])[-1][:300])
+            continue
+        side = json.loads(engine_path.with_name(engine_path.name + ".json").read_text())
         b.add("engines", {"preset": preset, "fp16": fp16, "size_mb":
                           round(side["engine"]["size_bytes"] / 1e6, 2),
                           "build_s": side["build"]["seconds"],
                           "parity_vs_ort": side["parity"]["max_abs_diff_vs_onnxruntime"],
-                          "tensorrt": side["tensorrt_version"]})
-        runner = TrtRunner(engine.read_bytes())
+                          "tensorrt": side["tensorrt_version"],
+                          "timing_cache": side["build"].get("timing_cache_status")})
+        engine = open_ricecli_engine(b, what, engine_path, "tensorrt")
+        if engine is None:
+            continue
         for batch in (1, occ):
-            x = torch.from_numpy(volumes(spec, batch)).cuda()
-            ms = time_cuda(lambda r=runner, x=x: r(x), b.cfg.reps)
-            diff = float(np.abs(runner(x)[0].cpu().numpy() - ref).max()) if batch == 1 else None
+            x = volumes(spec, batch)
+            try:
+                ms = time_cpu(lambda e=engine, x=x: e.run(x), b.cfg.reps)
+                diff = float(np.abs(engine.run(x)[0] - ref).max()) if batch == 1 else None
+            except Exception as err:  # noqa: BLE001 - record and go on
+                b.skip(f"{what} b{batch}", f"{type(err).__name__}: {err}"[:300])
+                continue
             b.add("rows", {"preset": preset, "engine": "tensorrt", "mode":
                            "fp16-onnx" if fp16 else "fp32", "batch": batch,
                            "members": len(members), **stats(ms, batch),
-                           "max_abs_vs_fp32_cpu": diff})
+                           "max_abs_vs_fp32_cpu": diff, "providers": engine.providers})
+        from ricecli.engine import forget_engines
+
+        forget_engines()
+
+
+def preflight(b: Bench, model_path: Path) -> None:
+    """ricecli's provider policy on this machine, as a user meets it: open_engine on the
+    shipped model for each device, with the providers its session really got."""
+    import onnxruntime as ort
+
+    from ricecli.engine import describe, forget_engines, onnxruntime_builds, open_engine
+    from ricecli.model import load_model
+
+    b.data["preflight"] = {"available_providers": ort.get_available_providers(),
+                           "onnxruntime_builds": onnxruntime_builds(), "devices": {}}
+    for device in ("auto", "cpu", "cuda", "tensorrt"):
+        if b.left() < 0:
+            break
+        try:
+            engine = open_engine(load_model(model_path), device)
+            got = {"engine": describe(engine), "fallback": getattr(engine, "fallback", None),
+                   "providers": (engine.session.get_providers()
+                                 if hasattr(engine, "session") else engine.providers)}
+        except Exception as err:  # noqa: BLE001 - an exit-2 message is a result here
+            got = {"error": f"{type(err).__name__}: {err}"[:300]}
+        b.data["preflight"]["devices"][device] = got
+        print(f"preflight --device {device}: {json.dumps(got)}", flush=True)
+        forget_engines()
+    b.save()
 
 
 def table(data: dict) -> str:
@@ -337,6 +433,8 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     b = Bench(Config.from_env(args.work), args.json)
     print(json.dumps(b.data["env"]), flush=True)
+    preflight(b, Path(__file__).resolve().parents[1] / "ricecli" / "data" / "model"
+              / "ricenet-edge.onnx")
     for preset in b.cfg.presets:
         try:
             spec, arch = preset_spec(b.cfg, preset)
@@ -344,15 +442,26 @@ def main() -> int:
             onnx = export_both(b, preset, members, spec, source)
             with torch.inference_mode():  # the fp32 CPU reference every row is compared with
                 ref = Ensemble(members).eval()(torch.from_numpy(volumes(spec, 1)))[0].numpy()
-            if torch.cuda.is_available():
-                bench_torch_cuda(b, preset, members, spec, ref)
-            else:
-                b.skip(f"torch-cuda {preset}", "no CUDA GPU")
-            bench_tensorrt(b, preset, members, spec, onnx, ref)
-            bench_cpu(b, preset, members, spec, onnx, ref)
         except Exception as err:  # noqa: BLE001 - one preset failing must not lose the other
             b.skip(f"preset {preset}", f"{type(err).__name__}: {err}"[:300])
             traceback.print_exc()
+            continue
+        # each family on its own (one failing skips only its rows); TensorRT builds last
+        steps = [("torch-cuda", bench_torch_cuda, (members, spec, ref), {}),
+                 ("onnxruntime", bench_onnxruntime, (members, spec, onnx, ref), {}),
+                 ("torch-cpu", bench_torch_cpu, (members, spec), {}),
+                 ("tensorrt", bench_tensorrt, (members, spec, onnx, ref), {}),
+                 ("onnxruntime-tensorrt", bench_onnxruntime, (members, spec, onnx, ref),
+                  {"devices": ("tensorrt",)})]
+        for name, step, step_args, step_kwargs in steps:
+            if name == "torch-cuda" and not torch.cuda.is_available():
+                b.skip(f"torch-cuda {preset}", "no CUDA GPU")
+                continue
+            try:
+                step(b, preset, *step_args, **step_kwargs)
+            except Exception as err:  # noqa: BLE001 - record, then the next family
+                b.skip(f"{name} {preset}", f"{type(err).__name__}: {err}"[:300])
+                traceback.print_exc()
     b.data["seconds"] = round(time.perf_counter() - b.start, 1)
     b.save()
     print("\n" + table(b.data))

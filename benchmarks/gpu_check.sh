@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One check for a lent GPU machine (<= 8 min): export both presets to ONNX (fp32 and fp16,
-# parity vs PyTorch), build TensorRT engines where TensorRT exists, and time PyTorch CUDA
-# (fp32, fp16/bf16 autocast, channels_last_3d), ONNX Runtime and TensorRT at batch 1 and the
+# One check for a lent GPU machine (<= 8 min). First a preflight: ricecli's own open_engine
+# on the shipped model for --device auto/cpu/cuda/tensorrt, with the providers each session
+# really got (session.get_providers()) or the exit-2 message. Then export both presets to ONNX
+# (fp32 and fp16, parity vs PyTorch) and time PyTorch CUDA (fp32, fp16/bf16 autocast,
+# channels_last_3d), ONNX Runtime through ricecli's engines (rows labelled by the provider the
+# session runs on), and, last, TensorRT engines built by export/to_trt.py in a child process
+# bounded by the time left and timed through ricecli's TensorRTEngine, at batch 1 and the
 # occlusion batch. Prints a short table last; full figures go to $OUT/gpu_check.json and
 # $OUT/gpu_check.log (or /tmp/ricenet_gpu_check without $OUT).
 # If monai is missing (the GPU image lacks it), the wheels in .whl/ are installed first.
@@ -19,6 +23,7 @@ fi
 export PYTHONUNBUFFERED=1
 WORK=${GPU_CHECK_WORK:-/tmp/ricenet_gpu_check}
 DEST=${OUT:-$WORK}
+export RICENET_CACHE=${RICENET_CACHE:-$WORK/cache}  # ORT TensorRT engine caches stay in $WORK
 mkdir -p "$WORK" "$DEST"
 {
     echo "== gpu_check $(date -u +%FT%TZ) on $(hostname)"

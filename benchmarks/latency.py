@@ -1,15 +1,20 @@
-"""Latency of `ricecli classify` on a real-size case, stage by stage, and torch eager vs ONNX
-Runtime on the same network, as ratios measured in one run.
+"""Latency of `ricecli classify` and `ricecli explain` on a real-size case, stage by stage, and
+torch eager vs ONNX Runtime on the same network, as ratios measured in one run.
 
     python benchmarks/latency.py [--model M] [--threads T] [--repeats 5] [--members 5]
-                                 [--skip-cli] [--skip-engines] [--workdir DIR]
+                                 [--skip-cli] [--skip-engines] [--skip-explain]
+                                 [--paper-size 96] [--workdir DIR]
 
 The case: post-op and event T1c of 256x256x180 at 1 mm (the shipped MNI template, moved
 rigidly as a scanner would see it, with noise and an enhancing lesion) and a 2.5 mm dose grid,
 written as NIfTI. Model: --model, else the shipped default, else a random-weight `edge`
 ensemble exported with export/to_onnx.py (weights do not change the speed). The torch vs ORT
 comparison always uses a random-weight `edge` ensemble with the same member count, exported
-the same way. Prints one line per figure and a final JSON line.
+the same way; torch and ONNX Runtime take turns inside every repeat (side by side on a shared
+machine), and ONNX Runtime runs twice: as ricecli opens it (the exact load-time rewrite of
+ricecli/ort_rewrite.py) and on the exported file as is. --paper-size N adds the `paper`
+architecture (1 member, random weights) at 1x3xN^3. Prints one line per figure and a final JSON
+line.
 """
 
 from __future__ import annotations
@@ -114,22 +119,42 @@ def random_edge_model(folder: Path, members: int, spec=None) -> tuple[Path, list
     return path, nets
 
 
-def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=None) -> dict:
-    """Same random edge ensemble: torch eager vs ONNX Runtime CPU, batch 1 and batch 8."""
+def side_by_side(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function, taking turns inside every repeat (after one warm-up each)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(0.3)  # the last runtime's idle threads stop spinning before the next
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def compare_engines(path: Path, nets: list, threads: int, repeats: int,
+                    batches: tuple[int, ...]) -> dict:
+    """torch eager vs ONNX Runtime as ricecli opens it vs ORT on the file as is, per batch."""
+    import onnxruntime as ort
     import torch
 
     from ricecli.engine import OnnxRuntimeEngine
     from ricecli.model import load_model
+    from ricecli.ort_rewrite import rewritten_model, session_options
     from train.model import Ensemble
 
-    path, nets = random_edge_model(folder, members, spec)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, ["CPUExecutionProvider"], threads=threads)
+    plain = ort.InferenceSession(str(path), session_options(threads),
+                                 providers=["CPUExecutionProvider"])
     ensemble = Ensemble(nets).eval()
     torch.set_num_threads(threads)
     shape = (len(model.spec.channels), *model.spec.model_space.shape_zyx)
-    out = {"members": members, "input_shape": list(shape)}
-    for batch in (1, 8):
+    rewrite = rewritten_model(path)
+    out = {"members": len(nets), "input_shape": list(shape), "threads": threads,
+           "rewrite": "sibling convs merged" if isinstance(rewrite, bytes) else rewrite}
+    for batch in batches:
         x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
         xt = torch.from_numpy(x)
 
@@ -137,15 +162,52 @@ def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=No
             with torch.inference_mode():
                 return ensemble(xt)
 
-        t_torch, _ = timed(run_torch, repeats)
-        t_ort, _ = timed(lambda x=x: engine.run(x), repeats)
-        diff = float(np.abs(run_torch()[0].numpy() - engine.run(x)[0]).max())
-        out[f"batch{batch}"] = {"torch_eager_s": round(t_torch, 4), "onnxruntime_s":
-                                round(t_ort, 4), "torch_over_ort": round(t_torch / t_ort, 2),
-                                "max_abs_diff": diff}
-        print(f"batch {batch}: torch eager {t_torch:.3f} s, ONNX Runtime {t_ort:.3f} s, "
-              f"ratio {t_torch / t_ort:.2f}x (max |diff| {diff:.1e})", flush=True)
+        times = side_by_side({"torch": run_torch, "ort": lambda x=x: engine.run(x),
+                              "ort_file_as_is": lambda x=x: plain.run(None, {"volumes": x})},
+                             repeats)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ref = run_torch()
+        got = engine.run(x)
+        diff = float(max(np.abs(ref[0].numpy() - got[0]).max(),
+                         np.abs(ref[1].numpy() - got[1]).max()))
+        ratios = [a / b for a, b in zip(times["torch"], times["ort"], strict=True)]
+        out[f"batch{batch}"] = {
+            "torch_eager_s": round(med["torch"], 4), "onnxruntime_s": round(med["ort"], 4),
+            "onnxruntime_file_as_is_s": round(med["ort_file_as_is"], 4),
+            "torch_over_ort": round(med["torch"] / med["ort"], 2),
+            "torch_over_ort_range": [round(min(ratios), 2), round(max(ratios), 2)],
+            "times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+            "max_abs_diff": diff}
+        print(f"batch {batch}: torch eager {med['torch']:.3f} s, ONNX Runtime {med['ort']:.3f} s "
+              f"(file as is {med['ort_file_as_is']:.3f} s), ratio {med['torch'] / med['ort']:.2f}x"
+              f" (per repeat {min(ratios):.2f}-{max(ratios):.2f}; max |diff| {diff:.1e})",
+              flush=True)
     return out
+
+
+def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=None) -> dict:
+    """Same random edge ensemble: torch eager vs ONNX Runtime CPU, batch 1 and batch 8."""
+    path, nets = random_edge_model(folder, members, spec)
+    return compare_engines(path, nets, threads, repeats, (1, 8))
+
+
+def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
+    """The `paper` architecture (1 member, random weights) at 1x3xsize^3: torch vs ORT."""
+    import torch
+
+    from export.to_onnx import export_ensemble
+    from ricecli.spec import ModelSpace, Spec
+    from train.model import arch_config, build_network
+
+    spec = Spec(preset="paper", model_space=ModelSpace(spacing_mm=(2.0, 2.0, 2.0),
+                                                       size_xyz=(size, size, size)))
+    torch.manual_seed(0)
+    net = build_network(arch_config("paper"), len(spec.channels)).eval()
+    path = folder / f"paper-{size}.onnx"
+    export_ensemble([net], spec, {"name": "ricenet-paper-random", "version": "bench"}, path,
+                    parity_batch=1)
+    print(f"paper architecture at 1x3x{size}^3:", flush=True)
+    return compare_engines(path, [net], threads, repeats, (1,))
 
 
 def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
@@ -201,6 +263,27 @@ def cli_wall(paths: dict, model_path: Path | None, folder: Path) -> float:
     return wall
 
 
+def explain_wall(paths: dict, model_path: Path | None, folder: Path) -> dict:
+    """`ricecli explain` at its defaults as a fresh process; its explain.json timings."""
+    out = folder / "explain"
+    cmd = [sys.executable, "-m", "ricecli.cli", "explain", "--t1", str(paths["post_op"]),
+           "--t1", str(paths["event"]), "--dose", str(paths["dose"]), "--device", "cpu",
+           "--out", str(out), "--overwrite"]
+    if model_path is not None:
+        cmd += ["--model", str(model_path)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"ricecli explain failed: {proc.stderr.strip()}")
+    record = json.loads((out / "explain.json").read_text())
+    print(f"ricecli explain (fresh process, defaults, end to end): {wall:.2f} s; "
+          f"{record.get('method')}; positions {record.get('positions')}", flush=True)
+    return {"wall_s": round(wall, 3), "method": record.get("method"),
+            "positions": record.get("positions"), "timings_s": record.get("timings_s"),
+            "volumes_per_s": record.get("volumes_per_s")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
@@ -210,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ensemble size of the random model (default: the model's, else 5)")
     ap.add_argument("--skip-cli", action="store_true", help="no fresh-process classify run")
     ap.add_argument("--skip-engines", action="store_true", help="no torch vs ORT comparison")
+    ap.add_argument("--skip-explain", action="store_true", help="no fresh-process explain run")
+    ap.add_argument("--paper-size", type=int, default=0,
+                    help="also torch vs ORT on the paper architecture at 1x3xN^3 (e.g. 96)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -246,9 +332,14 @@ def main(argv: list[str] | None = None) -> int:
               "case": {"mr_size_xyz": [256, 256, 180], "mr_spacing_mm": 1.0,
                        "dose_spacing_mm": 2.5},
               "torch_vs_onnxruntime": ratios}
+    if args.paper_size:
+        report["paper_torch_vs_onnxruntime"] = paper_vs_torch(work, args.paper_size, threads,
+                                                              args.repeats)
     report["stages"] = stages(paths, model_path, args.repeats)
     if not args.skip_cli:
         report["classify_cli_wall_s"] = round(cli_wall(paths, model_path, work), 3)
+    if not args.skip_explain:
+        report["explain_cli"] = explain_wall(paths, model_path, work)
     print(json.dumps(report))
     return 0
 

@@ -2,7 +2,9 @@
 
     python benchmarks/occlusion.py [--threads 2] [--cube-mm 16] [--stride-mm 16] [--batch 16]
                                    [--only ricecli,monai,captum] [--checkpoint CKPT]
-                                   [--no-incremental] [--members 1]
+                                   [--no-incremental] [--depth D] [--members 1]
+                                   [--approximate 0.25]
+    python benchmarks/occlusion.py --paper 96 [--cube-vox 8] [--positions 16] [--threads 2]
 
 Same network (the `edge` ResNet-18, random weights unless --checkpoint; exported to ONNX for
 ricecli), same volume (a template-based case in edge model space 56x64x56: template T1 z-scored
@@ -10,8 +12,22 @@ in the brain for both T1c channels, a bright lesion in the event channel, a dose
 all 0 outside the brain, as prepared cases are), same cube, stride, fill 0 and target
 (recurrence). ricecli runs twice: edges=shift (MONAI's windows) and edges=clip (Captum's),
 each compared with its peer. Peers run torch eager with the same thread count and batch.
-ricecli runs stem-incrementally (explain's default; --no-incremental: whole volumes); its time
-includes splitting the graph and opening the extra ONNX Runtime sessions.
+ricecli runs incrementally (explain's default: windowed layers up to the depth chosen by
+measured cost, --depth fixes it; --no-incremental: whole volumes); its time includes splitting
+the graph, opening the extra ONNX Runtime sessions and measuring the depth (RICENET_CACHE is
+pointed at a fresh folder, so the choice is measured, not read from a cache).
+
+--approximate F: also the approximate drill-down (off by default in ricecli), with its error
+against the exact map (max / mean |diff|, Spearman rank correlation over the top 5 % voxels).
+
+--paper N: the `paper` architecture (MONAI resnet18 defaults, 1 member, random weights) at
+1x3xN^3 (2 mm), cube = stride = --cube-vox voxels. A whole map there costs torch hours on 2
+cores, so both sides run the same --positions occlusions (evenly spread over the positions
+ricecli runs), side by side: ricecli's incremental runner vs the forward passes MONAI
+OcclusionSensitivity makes (torch eager on batches of occluded copies, --batch at a time), and
+their probabilities are compared. The whole-map ratio is extrapolated from those per-position
+times with the real position counts (MONAI runs every position, ricecli only those that change
+the input) plus ricecli's one-off setup.
 Prints one line per measurement and a final JSON line.
 """
 
@@ -70,6 +86,96 @@ def network(spec, checkpoint: str | None, seed: int = 0):
     return net
 
 
+def approx_error(exact: np.ndarray, approx: np.ndarray, top: float = 0.05) -> dict:
+    """Max / mean |approx - exact| and Spearman rank correlation over the exact map's top 5 %."""
+    from scipy.stats import spearmanr
+
+    diff = np.abs(approx - exact)
+    cut = np.quantile(exact, 1 - top)
+    sel = exact >= cut
+    rho = spearmanr(exact[sel], approx[sel]).statistic if sel.sum() > 2 else float("nan")
+    return {"max_abs_diff_vs_exact": float(diff.max()), "mean_abs_diff_vs_exact":
+            float(diff.mean()), "exact_map_max": float(np.abs(exact).max()),
+            "spearman_top5pct_voxels": round(float(rho), 4)}
+
+
+def paper_run(args) -> dict:
+    """Per-position cost on the paper architecture at N^3: ricecli incremental vs torch."""
+    import torch
+
+    from export.to_onnx import export_ensemble
+    from ricecli.explain import _jobs
+    from ricecli.incremental import IncrementalNetwork
+    from ricecli.spec import ModelSpace, Spec
+    from train.model import arch_config, build_network
+
+    size = args.paper
+    spec = Spec(preset="paper", model_space=ModelSpace(spacing_mm=(2.0, 2.0, 2.0),
+                                                       size_xyz=(size, size, size)))
+    vol, mask = template_case(spec)
+    torch.manual_seed(0)
+    net = build_network(arch_config("paper"), len(spec.channels)).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    cube = (args.cube_vox,) * 3
+    jobs, counts = _jobs(vol, [[0, 1, 2]], cube, cube, 0.0, "shift", mask, True)
+    pick = np.linspace(0, len(jobs) - 1, min(args.positions, len(jobs))).round().astype(int)
+    occlusions = [([0, 1, 2], jobs[i][1]) for i in pick]
+    res: dict = {"preset": "paper", "shape_zyx": list(vol.shape[1:]), "cube_vox": list(cube),
+                 "threads": args.threads, "batch": args.batch, "positions": counts,
+                 "positions_timed": len(occlusions)}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RICENET_CACHE"] = str(Path(tmp) / "cache")
+        path = Path(tmp) / "paper.onnx"
+        export_ensemble([net], spec, {"name": "bench-paper", "version": "0"}, path,
+                        parity_batch=1)
+        t0 = time.perf_counter()
+        runner = IncrementalNetwork.open(path, args.threads, args.depth)
+        t1 = time.perf_counter()
+        runner.probabilities(vol, occlusions, 0.0, batch=args.batch)  # + base, depth choice
+        t2 = time.perf_counter()  # the runner keeps the base activations of this volume
+        ours = runner.probabilities(vol, occlusions, 0.0, batch=args.batch)[0]
+        t3 = time.perf_counter()
+    base_s = max(0.0, (t2 - t1) - (t3 - t2))  # base forward, padding and depth choice
+    setup = (t1 - t0) + base_s
+    x = torch.from_numpy(vol)
+    theirs = []
+    t4 = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, len(occlusions), args.batch):
+            part = occlusions[first:first + args.batch]
+            batch = x[None].repeat(len(part), 1, 1, 1, 1)
+            for i, (_chans, sl) in enumerate(part):
+                batch[(i, slice(None), *sl)] = 0.0
+            theirs.append(torch.softmax(net(batch), dim=1).numpy())
+    t5 = time.perf_counter()
+    theirs = np.concatenate(theirs)
+    per_ours = (t3 - t2) / len(occlusions)
+    per_torch = (t5 - t4) / len(occlusions)
+    whole_ours = setup + per_ours * counts["run"]
+    whole_monai = per_torch * (counts["total"] + 1)
+    res.update({
+        "method": runner.method, "depth_costs": runner.costs,
+        "ricecli_setup_s": round(setup, 2), "ricecli_base_and_choice_s": round(base_s, 2),
+        "ricecli_per_position_s": round(per_ours, 4),
+        "torch_per_position_s": round(per_torch, 4),
+        "per_position_speedup": round(per_torch / per_ours, 2),
+        "whole_map_ricecli_s_extrapolated": round(whole_ours, 1),
+        "whole_map_monai_s_extrapolated": round(whole_monai, 1),
+        "speedup_vs_monai_extrapolated": round(whole_monai / whole_ours, 2),
+        "max_abs_diff_probabilities": float(np.abs(ours - theirs).max()),
+        "probability_spread": float(np.ptp(theirs[:, 1]))})
+    print(f"paper {size}^3, cube {cube[0]}: ricecli {per_ours:.3f} s/position ({runner.method}; "
+          f"setup {setup:.1f} s), torch {per_torch:.3f} s/position: "
+          f"{per_torch / per_ours:.1f}x per position; whole map (extrapolated, "
+          f"{counts['run']} of {counts['total']} positions run): {whole_ours:.0f} s vs MONAI "
+          f"{whole_monai:.0f} s = {whole_monai / whole_ours:.1f}x; max |diff| "
+          f"{res['max_abs_diff_probabilities']:.1e}", flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -82,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=True,
                     help="ricecli: exact incremental stem (default) or whole volumes")
+    ap.add_argument("--depth", type=int, default=None,
+                    help="incremental depth (default: chosen by measured cost; 1 = stem only)")
+    ap.add_argument("--approximate", type=float, default=None, help="also ricecli's "
+                    "approximate drill-down (fraction of coarse positions refined, e.g. 0.25) "
+                    "and its error against the exact map")
+    ap.add_argument("--paper", type=int, default=0, help="paper architecture at N^3 instead")
+    ap.add_argument("--cube-vox", type=int, default=8, help="--paper: cube and stride, voxels")
+    ap.add_argument("--positions", type=int, default=16, help="--paper: positions timed")
     ap.add_argument("--members", type=int, default=1, help="ricecli ensemble members (copies "
                     "of the network; peers run one)")
     ap.add_argument("--maps", default=None, help="folder to keep maps between --only runs")
@@ -94,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.paper:
+        print(json.dumps(paper_run(args)))
+        return 0
     from export.to_onnx import export_ensemble
     from ricecli.engine import OnnxRuntimeEngine
     from ricecli.explain import incremental_for, mm_to_voxels, occlusion_maps
@@ -124,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "ricecli" in which:
         with tempfile.TemporaryDirectory() as tmp:
+            os.environ["RICENET_CACHE"] = str(Path(tmp) / "cache")  # measure the depth here
             path = Path(tmp) / "edge.onnx"
             export_ensemble([net] * args.members, spec, {"name": "bench-edge", "version": "0"},
                             path)
@@ -131,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = OnnxRuntimeEngine(model, threads=args.threads)
             for edges in args.edges.split(","):
                 t = time.perf_counter()
-                stem, method = incremental_for(model, engine, args.incremental)
+                stem, method = incremental_for(model, engine, args.incremental, args.depth)
                 m = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
                                    target="recurrence", classes=spec.classes, batch=args.batch,
                                    edges=edges, brain_mask=mask, incremental=stem,
@@ -139,6 +257,18 @@ def main(argv: list[str] | None = None) -> int:
                 report(f"ricecli_{edges}", time.perf_counter() - t, m.positions["run"] + 1)
                 res[f"ricecli_{edges}"].update(positions=m.positions, method=m.method)
                 maps[f"ricecli_{edges}"] = m.maps["all"]
+                if args.approximate is not None and edges == "shift":
+                    t = time.perf_counter()
+                    a = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
+                                       target="recurrence", classes=spec.classes,
+                                       batch=args.batch, edges=edges, brain_mask=mask,
+                                       incremental=stem, method=method,
+                                       approximate=args.approximate)
+                    report("ricecli_approx", time.perf_counter() - t,
+                           a.positions["approximate_run"] + 1)
+                    res["ricecli_approx"].update(method=a.method, **approx_error(
+                        m.maps["all"], a.maps["all"]))
+                    print(f"approximate vs exact: {res['ricecli_approx']}", flush=True)
     x = torch.from_numpy(vol[None])
 
     def probs(inp):
@@ -184,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             res[f"speedup_vs_{peer}"] = round(res[peer]["s"] / res[ours]["s"], 2)
             res[f"max_abs_diff_vs_{peer}"] = float(np.abs(maps[ours] - maps[peer]).max())
             res[f"map_max_{peer}"] = float(np.abs(maps[peer]).max())
+    if "ricecli_approx" in res and "monai" in res:
+        res["approx_speedup_vs_monai"] = round(res["monai"]["s"] / res["ricecli_approx"]["s"], 2)
     print(json.dumps(res))
     return 0
 

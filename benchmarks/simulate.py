@@ -1,9 +1,11 @@
 """Seconds per simulated case on ONE core (generation + writing), default resolution.
 
     python benchmarks/simulate.py --cases 6 --seed 0 [--format nifti|dicom] [--voxel-scale 1]
+        [--skull-on-share 0.5]
 
 Prints one line per case, then a final JSON line (wall and CPU seconds per case; on a shared
-machine the CPU figure is the fairer one). Target (issue 3): <= 3 s per case per core.
+machine the CPU figure is the fairer one), also split by skull-on / skull-stripped cases.
+Target (issue 3): <= 3 s per case per core.
 
     python benchmarks/simulate.py --calibrate 100 --jobs 2
 
@@ -158,6 +160,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--format", default="nifti", choices=("nifti", "dicom"))
     ap.add_argument("--voxel-scale", type=float, default=1.0)
+    ap.add_argument("--skull-on-share", type=float, default=SimConfig.skull_on_share)
     ap.add_argument("--calibrate", type=int, default=0, metavar="N_GEOMETRY")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--geometry-cache", type=Path, default=None,
@@ -168,8 +171,9 @@ def main() -> None:
         return
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one core, as --jobs workers run
     load_template()  # once per worker process; not part of a case
-    config = SimConfig(fmt=args.format, voxel_scale=args.voxel_scale)
-    gen, write, total, cpu = [], [], [], []
+    config = SimConfig(fmt=args.format, voxel_scale=args.voxel_scale,
+                       skull_on_share=args.skull_on_share)
+    gen, write, total, cpu, skull = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.cases):
             c0 = time.process_time()
@@ -182,9 +186,17 @@ def main() -> None:
             write.append(t2 - t1)
             total.append(t2 - t0)
             cpu.append(time.process_time() - c0)
+            skull.append(bool(case.truth["skull_on"]))
             vox = sum(im.GetNumberOfPixels() for im in (case.post_op, case.event))
-            print(f"{case.case_id} {case.label:10s} generate {t1 - t0:5.2f} s  "
-                  f"write {t2 - t1:5.2f} s  ({vox / 1e6:.1f} M MR voxels)", flush=True)
+            kind = "skull on" if skull[-1] else "stripped"
+            print(f"{case.case_id} {case.label:10s} {kind:8s} generate {t1 - t0:5.2f} s  "
+                  f"write {t2 - t1:5.2f} s  cpu {cpu[-1]:5.2f} s  ({vox / 1e6:.1f} M MR voxels)",
+                  flush=True)
+
+    def cpu_mean(on: bool) -> float | None:
+        values = [c for c, s in zip(cpu, skull, strict=True) if s == on]
+        return round(statistics.mean(values), 3) if values else None
+
     print(json.dumps({
         "benchmark": "simulate",
         "cases": args.cases,
@@ -196,6 +208,10 @@ def main() -> None:
         "cpu_s_per_case_mean": round(statistics.mean(cpu), 3),
         "generate_s_mean": round(statistics.mean(gen), 3),
         "write_s_mean": round(statistics.mean(write), 3),
+        "skull_on_share": args.skull_on_share,
+        "skull_on_cases": sum(skull),
+        "cpu_s_skull_on_mean": cpu_mean(True),
+        "cpu_s_skull_stripped_mean": cpu_mean(False),
         "target_s": 3.0,
     }))
 

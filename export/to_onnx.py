@@ -11,6 +11,11 @@ metrics and checkpoint sha256, training summary, intended use, created, exporter
 fp16). With --fp16 the weights and compute are float16 inside, behind Cast nodes, so the
 float32 interface stays. Every export is checked (onnx full check, ONNX Runtime vs the float32
 PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
+
+--calibration auto (default) puts RUN/calibration.json (written by `python -m train fit`:
+temperature and conformal threshold fitted on out-of-fold predictions) into the spec's
+`calibration` field and its out-of-fold figures into the card; a path uses that file; none
+exports an uncalibrated model. The graph itself is unchanged: ricecli applies the calibration.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -282,6 +287,23 @@ def run_card(run: Path, paths: list[Path], checkpoints: list, name: str | None) 
             "source_checkpoints": {m["source"]: m["sha256"] for m in members}}
 
 
+def run_calibration(run: Path, choice: str) -> tuple[object | None, dict | None]:
+    """(Calibration, calibration.json record) for --calibration auto | none | PATH."""
+    from train.calibrate import load_calibration
+
+    if choice == "none":
+        return None, None
+    path = run / "calibration.json" if choice == "auto" else Path(choice)
+    if choice == "auto" and not path.is_file():
+        return None, None
+    if not path.is_file():
+        raise InputError("calibration file not found", path,
+                         fix="pass RUN/calibration.json (written by 'python -m train fit'), "
+                         "auto, or none")
+    cal = load_calibration(path)
+    return cal, json.loads(path.read_text())
+
+
 def read_check_case(path: Path, spec: Spec) -> np.ndarray:
     """A prepared case as [1, C, D, H, W]: a `ricecli prepare` folder or an .npz."""
     want = tuple(spec.model_space.shape_zyx)
@@ -336,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a 'ricecli prepare' folder or .npz to check parity on as well")
     ap.add_argument("--parity-batch", type=int, default=2, help="batch of the random check")
     ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    ap.add_argument("--calibration", default="auto",
+                    help="auto (RUN/calibration.json if there), none, or a calibration.json")
     ap.add_argument("--card-extra", type=Path, action="append", default=[],
                     help="JSON file whose keys are added to the model card (e.g. held-out "
                          "evaluation, ablation table); repeatable")
@@ -345,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         members, spec, checkpoints = load_fold_members(paths)
         card = run_card(args.run, paths, checkpoints, args.name)
         card["version"] = args.model_version
+        calibration, cal_record = run_calibration(args.run, args.calibration)
+        if calibration is not None:
+            spec = replace(spec, calibration=calibration)
+            card["calibration"] = {**cal_record, "applied_by": "ricecli (temperature on each "
+                                   "member's log-probabilities, then the mean)"}
         for extra in args.card_extra:
             try:
                 card.update(json.loads(extra.read_text()))
@@ -360,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line, no traceback
         return report_error(err)
     print("\n".join(report.lines()))
+    print(f"calibration: temperature {calibration.temperature:.3f}, conformal qhat "
+          f"{calibration.conformal_qhat} ({calibration.n_cases} out-of-fold cases)"
+          if calibration is not None else "calibration: none (uncalibrated probabilities)")
     print(json.dumps(asdict(report)))
     return 0
 

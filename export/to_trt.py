@@ -8,7 +8,10 @@ and have no FP16 builder flag: precision comes from the ONNX itself, so build fr
 exported with `to_onnx.py --fp16`. On TensorRT 10, `--fp16` on an fp32 ONNX sets the (weakly
 typed) FP16 builder flag; an fp16 ONNX is built strongly typed on both. The optimisation
 profile covers batch 1..B with its optimum at the occlusion batch O. A timing cache given with
---timing-cache is loaded if present and saved back (atomically) after the build.
+--timing-cache is loaded if present (one from another GPU or TensorRT version is set aside and a
+fresh one started) and saved back (atomically) after the build. The parity check runs the
+written engine through ricecli's own TensorRTEngine against ricecli's ONNX Runtime engine; an
+engine that fails it is not left behind.
 
 Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/model.py`):
     format             "ricenet-trt-sidecar/1"
@@ -22,7 +25,8 @@ Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/mo
     profile            {"input": "volumes", "min"/"opt"/"max": [N, C, D, H, W]}
     io                 {"input": "volumes", "outputs": ["probabilities", "member_probabilities"],
                         "dtype": "float32"} - I/O stays float32 even for fp16 engines
-    parity             {"max_abs_diff_vs_onnxruntime": float | null, "batch": int}
+    parity             {"max_abs_diff_vs_onnxruntime": float, "batch": int,
+                        "engine": "ricecli.engine.TensorRTEngine"}
     created            ISO time (UTC)
 Without TensorRT or without a CUDA GPU this exits 2 with one line.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -58,8 +63,9 @@ def import_tensorrt():
         import tensorrt as trt
     except ImportError:
         raise ModelError("TensorRT is not installed",
-                         fix="install the gpu extra (pip install 'ricecli[gpu]') on a machine "
-                         "with an NVIDIA GPU, or use the ONNX model with ONNX Runtime") from None
+                         fix="install the tensorrt extra (pip install 'ricecli[tensorrt]') on a "
+                         "machine with an NVIDIA GPU, or use the ONNX model with ONNX Runtime"
+                         ) from None
     return trt
 
 
@@ -81,9 +87,11 @@ def gpu_name() -> tuple[str, str] | None:
         count = ctypes.c_int(0)
         if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
             return None
-        name = ctypes.create_string_buffer(256)
+        name, major, minor = ctypes.create_string_buffer(256), ctypes.c_int(0), ctypes.c_int(0)
         cuda.cuDeviceGetName(name, 256, 0)
-        return name.value.decode(), "unknown"
+        ok = (cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, 0) == 0  # capability major
+              and cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, 0) == 0)  # and minor
+        return name.value.decode(), f"{major.value}.{minor.value}" if ok else "unknown"
     except OSError:
         return None
 
@@ -146,17 +154,26 @@ def build_engine(onnx_path: Path, spec: Spec, onnx_fp16: bool, fp16: bool, max_b
     profile.set_shape(INPUT_NAME, *(tuple(shapes[k]) for k in ("min", "opt", "max")))
     config.add_optimization_profile(profile)
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _cache, cache_status = attach_timing_cache(
+        config.create_timing_cache,
+        lambda c: config.set_timing_cache(c, ignore_mismatch=False), cache_bytes)
+    if cache_status == "mismatch":
+        print(f"note: timing cache {timing_cache} is from another GPU or TensorRT version; "
+              "building with a fresh one (it replaces that file)", file=sys.stderr)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError("TensorRT failed to build the engine (see the log above)", onnx_path,
                          fix="try a smaller --max-batch or a larger --workspace-gb")
     if timing_cache is not None:
-        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        data = timing_cache_bytes(config.get_timing_cache())
+        if data:
+            write_atomic(timing_cache, data)
+        else:
+            cache_status = "not saved (TensorRT returned no timing cache)"
     build = {"fp16": bool(fp16 or onnx_fp16), "onnx_fp16": onnx_fp16,
              "strongly_typed": strongly_typed, "flags": flags, "workspace_gb": workspace_gb,
-             "timing_cache": str(timing_cache) if timing_cache else None}
+             "timing_cache": str(timing_cache) if timing_cache else None,
+             "timing_cache_status": cache_status if timing_cache else None}
     return bytes(plan), build, {"input": INPUT_NAME, **shapes}
 
 
@@ -170,52 +187,47 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class TrtRunner:
-    """Runs a serialized engine on torch CUDA buffers (export-side helper, needs torch)."""
-
-    def __init__(self, plan: bytes):
-        import torch
-
-        trt = import_tensorrt()
-        self.torch = torch
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            raise ModelError("TensorRT could not load the engine it just built")
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self, volumes) -> tuple:
-        """volumes: a float32 CUDA tensor [N, C, D, H, W] -> (probabilities, member probs)."""
-        torch = self.torch
-        volumes = volumes.contiguous()
-        self.context.set_input_shape(INPUT_NAME, tuple(volumes.shape))
-        self.context.set_tensor_address(INPUT_NAME, volumes.data_ptr())
-        outs = []
-        for name in OUTPUT_NAMES:
-            shape = tuple(self.context.get_tensor_shape(name))
-            out = torch.empty(shape, dtype=torch.float32, device=volumes.device)
-            self.context.set_tensor_address(name, out.data_ptr())
-            outs.append(out)
-        self.stream.wait_stream(torch.cuda.current_stream())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise ModelError("TensorRT execution failed")
-        torch.cuda.current_stream().wait_stream(self.stream)
-        return tuple(outs)
+def attach_timing_cache(create, attach, cached: bytes) -> tuple[object | None, str]:
+    """Give the builder a timing cache: the saved one when TensorRT accepts it, else a fresh
+    one. `create(bytes)` is config.create_timing_cache, `attach(cache) -> bool` is
+    config.set_timing_cache(cache, ignore_mismatch=False), which returns False (and leaves no
+    cache, so saving would fail after the whole build) for a cache from another GPU or TensorRT
+    version. Returns (cache or None, "loaded" | "new" | "mismatch" | "none")."""
+    if cached:
+        try:
+            cache = create(cached)
+        except Exception:  # noqa: BLE001 - a damaged file is a cache to replace, not a failure
+            cache = None
+        if cache is not None and attach(cache):
+            return cache, "loaded"
+        status = "mismatch"
+    else:
+        status = "new"
+    cache = create(b"")
+    if cache is None or not attach(cache):
+        return None, "none"
+    return cache, status
 
 
-def trt_parity(plan: bytes, onnx_path: Path, spec: Spec, batch: int) -> float:
-    """Max |TensorRT - ONNX Runtime| on a random batch."""
-    import onnxruntime as ort
-    import torch
+def timing_cache_bytes(cache) -> bytes:
+    """The serialized timing cache, or b"" when the builder has none."""
+    if cache is None:
+        return b""
+    data = cache.serialize()
+    return bytes(data) if data is not None else b""
+
+
+def trt_parity(engine_path: Path, onnx_path: Path, spec: Spec, batch: int) -> float:
+    """Max |TensorRT - ONNX Runtime| on a seeded random batch, both through ricecli's own
+    engines (TensorRTEngine on the written engine + sidecar, ONNX Runtime on the CPU)."""
+    from ricecli.engine import OnnxRuntimeEngine, TensorRTEngine
+    from ricecli.model import load_model
 
     shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    want = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-    got = TrtRunner(plan)(torch.from_numpy(x).cuda())
-    torch.cuda.synchronize()
-    return float(max(np.abs(g.cpu().numpy() - w).max() for g, w in zip(got, want, strict=True)))
+    want = OnnxRuntimeEngine(load_model(onnx_path), ["CPUExecutionProvider"]).run(x)
+    got = TensorRTEngine(load_model(engine_path)).run(x)
+    return float(max(np.abs(g - w).max() for g, w in zip(got, want, strict=True)))
 
 
 def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
@@ -237,11 +249,7 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
     plan, build, profile = build_engine(onnx_path, spec, onnx_fp16, fp16, max_batch, opt_batch,
                                         timing_cache, workspace_gb)
     build["seconds"] = round(time.perf_counter() - start, 2)
-    diff = trt_parity(plan, onnx_path, spec, min(parity_batch, max_batch))
-    tol = FP16_PARITY_TOL if build["fp16"] else FP32_PARITY_TOL
-    if not np.isfinite(diff) or diff > tol:
-        raise ModelError(f"TensorRT disagrees with ONNX Runtime by {diff:.2e} (> {tol:g})", out,
-                         fix="rebuild without --fp16 or report it with the TensorRT version")
+    batch = min(parity_batch, max_batch)
     sidecar = {
         "format": SIDECAR_FORMAT, SPEC_KEY: spec.to_dict(), CARD_KEY: card,
         "engine": {"file": out.name, "sha256": hashlib.sha256(plan).hexdigest(),
@@ -251,12 +259,28 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
         "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
         "build": build, "profile": profile,
         "io": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "dtype": "float32"},
-        "parity": {"max_abs_diff_vs_onnxruntime": diff, "batch": min(parity_batch, max_batch)},
+        "parity": {"max_abs_diff_vs_onnxruntime": None, "batch": batch,
+                   "engine": "ricecli.engine.TensorRTEngine"},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, plan)
-    write_atomic(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1).encode())
+    staging = out.parent / f".{out.name}.{os.getpid()}.build"  # checked here, then moved
+    staging.mkdir(exist_ok=True)
+    try:
+        staged = staging / out.name
+        staged.write_bytes(plan)
+        staged.with_name(out.name + ".json").write_text(json.dumps(sidecar, indent=1))
+        diff = trt_parity(staged, onnx_path, spec, batch)
+        tol = FP16_PARITY_TOL if build["fp16"] else FP32_PARITY_TOL
+        if not np.isfinite(diff) or diff > tol:
+            raise ModelError(f"TensorRT disagrees with ONNX Runtime by {diff:.2e} (> {tol:g})",
+                             out, fix="rebuild without --fp16 or report it with the TensorRT "
+                             "version")
+        sidecar["parity"]["max_abs_diff_vs_onnxruntime"] = diff
+        write_atomic(out, plan)
+        write_atomic(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1).encode())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return sidecar
 
 

@@ -8,22 +8,38 @@ under a file lock and flushed, so a killed run or parallel shards never lose fin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
+import multiprocessing as mp
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ricecli.errors import InputError, OutputError, RicenetError
+from ricecli.errors import (
+    EXIT_INTERNAL,
+    EXIT_QA_FAILED,
+    EXIT_REFUSED,
+    InputError,
+    Interrupted,
+    OutputError,
+    RicenetError,
+    install_signal_handlers,
+    raise_if_interrupted,
+)
+from ricecli.outputs import staged_output
 
 REQUIRED = ("case_id", "post_op", "event", "dose")
 RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
                   "votes_RICE", "members", "true_label", "warnings", "seconds", "error",
-                  "explain_dir", "model_sha256", "engine")
+                  "explain_dir", "model_sha256", "engine", "qa_verdict", "qa_reasons")
+DONE_STATUSES = ("ok", "qa_fail")  # recorded for good; "error" rows too unless --retry-failed
 
 
 @dataclass(frozen=True)
@@ -63,8 +79,15 @@ def read_manifest(path: Path) -> list[ManifestCase]:
     if not path.is_file():
         raise InputError("manifest not found", path, fix="pass the manifest.csv of a cohort "
                          "(e.g. made by 'ricecli simulate --out DIR')")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as err:
+        raise InputError(f"manifest is not UTF-8 text (byte {err.start})", path,
+                         fix="save the manifest as a UTF-8 CSV file") from None
+    except csv.Error as err:
+        raise InputError(f"manifest is not a readable CSV ({err})", path,
+                         fix="give a CSV with a header row") from None
     header = set(rows[0]) if rows else set()
     missing = [c for c in REQUIRED if c not in header]
     if not rows or missing:
@@ -135,7 +158,7 @@ def finished_cases(results: Path, retry_failed: bool = False) -> set[str]:
                 or "status" not in reader.fieldnames:
             raise OutputError("existing results file is not a ricecli batch results CSV",
                               results, fix="choose another --out or remove that file")
-        keep = {"ok"} if retry_failed else {"ok", "error"}
+        keep = set(DONE_STATUSES) if retry_failed else {*DONE_STATUSES, "error"}
         done = {r["case_id"] for r in reader if r.get("status") in keep}
     return done
 
@@ -150,12 +173,15 @@ class ResultsWriter:
                               fix="give a file name in an existing folder, e.g. results.csv")
 
     def append(self, row: dict) -> None:
-        buf = io.StringIO()
-        csv.DictWriter(buf, RESULT_COLUMNS, extrasaction="ignore",
-                       lineterminator="\n").writerow(row)
         with open(self.path, "a+", newline="") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
+                f.seek(0)
+                # an existing file keeps its own columns (one written by an older version too)
+                header = next(csv.reader([f.readline()]), None) or list(RESULT_COLUMNS)
+                buf = io.StringIO()
+                csv.DictWriter(buf, header, extrasaction="ignore",
+                               lineterminator="\n").writerow(row)
                 f.seek(0, os.SEEK_END)
                 prefix = ""
                 if f.tell() == 0:
@@ -178,6 +204,12 @@ def result_row(case: ManifestCase, result: dict | None, error: str | None,
            "seconds": f"{seconds:.2f}", "explain_dir": explain_dir}
     if result is None:
         return {**row, "status": "error", "error": error or "unknown error"}
+    qa = result.get("qa") or {}
+    row.update(qa_verdict=qa.get("verdict", ""), qa_reasons=" | ".join(qa.get("reasons") or []))
+    if result.get("label") is None:  # QA failed: no label, the reasons say why
+        return {**row, "status": "qa_fail", "warnings": " | ".join(result["warnings"]),
+                "error": "", "model_sha256": result["model"]["sha256"],
+                "engine": result["engine"]["name"]}
     probs, votes = result["probabilities"], result["votes"]
     return {**row, "status": "ok", "label": result["label"],
             "p_recurrence": f"{probs['recurrence']:.6f}", "p_RICE": f"{probs['RICE']:.6f}",
@@ -193,11 +225,21 @@ _STATE: dict = {}
 
 
 def init_worker(model_path: str | None, device: str, threads: int | None,
-                explain: dict | None, explain_root: str | None) -> None:
+                explain: dict | None, explain_root: str | None,
+                accept_qa_failure: bool = False) -> None:
     """Load the model and open the engine once per process."""
     from ricecli.engine import OnnxRuntimeEngine, open_engine
     from ricecli.model import load_model
 
+    if threading.current_thread() is threading.main_thread() and \
+            mp.current_process().name != "MainProcess":
+        # a pool worker: Ctrl-C goes to the whole process group, the main process handles it
+        # and ends the workers with SIGTERM: mid-case that unwinds the case's staged outputs,
+        # idle the worker just exits (no traceback)
+        install_signal_handlers()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _worker_sigterm)
+        _STATE["worker"] = True
     model = load_model(model_path)
     if threads and model.format == "onnx" and device in ("cpu", "auto"):
         import SimpleITK as sitk
@@ -209,21 +251,48 @@ def init_worker(model_path: str | None, device: str, threads: int | None,
     else:
         engine = open_engine(model, device)
     _STATE.update(model=model, engine=engine, explain=explain,
+                  accept_qa_failure=accept_qa_failure,
                   explain_root=None if explain_root is None else Path(explain_root))
 
 
+def _worker_sigterm(signum, frame) -> None:
+    if _STATE.get("running"):
+        from ricecli.errors import _handler
+
+        _handler(signum, frame)  # raises Interrupted (or defers it out of C++ callbacks)
+    os._exit(128 + signum)
+
+
 def run_case(case: ManifestCase) -> dict:
-    """Classify (and explain) one case; any failure becomes an error row, never a crash."""
+    """Classify (and explain) one case; any failure becomes an error row, never a crash.
+
+    An interrupt stops it with no row; in a pool worker the process then exits (after its
+    staged outputs were removed), since the main process is stopping the pool.
+    """
+    _STATE["running"] = True
+    try:
+        return _run_case(case)
+    except Interrupted as stop:
+        if _STATE.get("worker"):
+            os._exit(stop.exit_code)
+        raise
+    finally:
+        _STATE["running"] = False
+
+
+def _run_case(case: ManifestCase) -> dict:
     start = time.perf_counter()
     explain_dir = ""
     try:
         result = _classify(case)
-        if _STATE.get("explain") is not None:
+        if _STATE.get("explain") is not None and result.get("label") is not None:
             explain_dir = _explain(case, result)
         return result_row(case, result, None, time.perf_counter() - start, explain_dir)
     except RicenetError as err:
+        raise_if_interrupted()
         message = err.one_line()
     except Exception as err:  # noqa: BLE001 - one bad case must not stop a cohort
+        raise_if_interrupted()  # a Ctrl-C that C++ code turned into an error: stop, no row
         message = f"internal error: {type(err).__name__}: {err}"
     return result_row(case, None, " ".join(message.split()), time.perf_counter() - start)
 
@@ -232,7 +301,8 @@ def _classify(case: ManifestCase) -> dict:
     from ricecli.report import classify_case
 
     return classify_case(case.inputs(), _STATE["model"], _STATE["engine"],
-                         keep_case=_STATE.get("explain") is not None)
+                         keep_case=_STATE.get("explain") is not None,
+                         accept_qa_failure=_STATE.get("accept_qa_failure", False))
 
 
 def _explain(case: ManifestCase, result: dict) -> str:
@@ -245,14 +315,11 @@ def _explain(case: ManifestCase, result: dict) -> str:
     case_obj = result.pop("_case")
     explained = explain_case(case_obj, model, engine, settings)
     final = root / case.case_id
-    tmp = root / f".{case.case_id}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_explain(explained, case_obj, tmp, model.spec.classes,
-                  extra={"case_id": case.case_id, "classification": result["probabilities"]})
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    shutil.rmtree(root / f".{case.case_id}.partial", ignore_errors=True)  # older versions' stage
+    with staged_output(final, case.inputs().paths(), overwrite=True) as tmp:
+        write_explain(explained, case_obj, tmp, model.spec.classes,
+                      extra={"case_id": case.case_id, "classification": result["probabilities"],
+                             "qa": result.get("qa")})
     return str(final)
 
 
@@ -266,15 +333,50 @@ def run_cases(cases: list[ManifestCase], jobs: int, init_args: tuple) -> Iterato
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=init_worker, initargs=init_args) as pool:
-        futures = {pool.submit(run_case, c): c for c in cases}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                               initializer=init_worker, initargs=init_args)
+    try:
+        # workers start with Ctrl-C ignored (inherited through exec), so a Ctrl-C while they
+        # import cannot print their tracebacks; the main process handles it for all
+        with _sigint_ignored():
+            futures = {pool.submit(run_case, c): c for c in cases}
         for fut in as_completed(futures):
             try:
-                yield fut.result()
+                row = fut.result()
             except Exception as err:  # noqa: BLE001 - a dead worker: record and go on
-                yield result_row(futures[fut], None, f"worker failed: {type(err).__name__}: "
+                raise_if_interrupted()
+                row = result_row(futures[fut], None, f"worker failed: {type(err).__name__}: "
                                  f"{err}", 0.0)
+            raise_if_interrupted()
+            yield row
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def stop_pool(pool) -> None:
+    """Stop a pool at once: cancel queued cases, SIGTERM the workers (their staged outputs
+    unwind), wait for them to exit."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        proc.join(timeout=10)
 
 
 def summarise(rows: Iterable[dict]) -> dict:
@@ -283,7 +385,23 @@ def summarise(rows: Iterable[dict]) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     labelled = [r for r in ok if r.get("true_label")]
     out = {"cases": len(rows), "ok": len(ok), "failed": len(rows) - len(ok)}
+    qa_fail = sum(r["status"] == "qa_fail" for r in rows)
+    if qa_fail:
+        out["qa_fail"] = qa_fail
     if labelled:
         out["accuracy"] = sum(r["label"] == r["true_label"] for r in labelled) / len(labelled)
         out["labelled"] = len(labelled)
     return out
+
+
+def exit_code(rows: list[dict]) -> int:
+    """0 when a case of this run got a label (or none ran); when every case failed: 3 if any
+    failed QA, else 1 if any internal error, else 2 (every case's input was refused)."""
+    if not rows or any(r["status"] == "ok" for r in rows):
+        return 0
+    if any(r["status"] == "qa_fail" for r in rows):
+        return EXIT_QA_FAILED
+    if any("internal error" in (r.get("error") or "") or "worker failed" in (r.get("error") or "")
+           for r in rows):
+        return EXIT_INTERNAL
+    return EXIT_REFUSED

@@ -23,6 +23,34 @@ NOT_IMAGE_MODALITIES = {"RTDOSE", "RTPLAN", "RTSTRUCT", "RTRECORD", "SR", "PR", 
 READ_ERRORS = (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError,
                KeyError, IndexError, struct.error)
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ""}
+# header facts kept on the returned image (sitk metadata) for the input gate (ricecli.gate)
+FACT_TAGS = ("Modality", "PatientID", "StudyDate", "StudyTime", "SeriesDate", "SeriesTime",
+             "AcquisitionDate", "AcquisitionTime", "SeriesInstanceUID", "StudyInstanceUID")
+FACT_PREFIX = "ricenet:"
+
+
+def dicom_facts(ds: pydicom.Dataset) -> dict[str, str]:
+    """The header facts the gate checks (modality, patient, dates, series) that are present."""
+    out = {}
+    for tag in FACT_TAGS:
+        value = ds.get(tag)
+        if value is not None and str(value).strip():
+            out[tag] = str(value).strip()
+    return out
+
+
+def tag_image(image: sitk.Image, facts: dict[str, str]) -> sitk.Image:
+    """Store `facts` on the image's metadata (prefixed) and return the image."""
+    for key, value in facts.items():
+        image.SetMetaData(FACT_PREFIX + key, value)
+    return image
+
+
+def image_facts(image: sitk.Image) -> dict[str, str]:
+    """The facts `tag_image` stored on an image (empty for non-DICOM sources)."""
+    n = len(FACT_PREFIX)
+    return {k[n:]: image.GetMetaData(k) for k in image.GetMetaDataKeys()
+            if k.startswith(FACT_PREFIX)}
 
 
 def note(notes: list[str] | None, text: str) -> None:
@@ -75,7 +103,11 @@ def read_dicom_file(path: Path, notes: list[str] | None, what: str) -> sitk.Imag
             fix="export classic single-frame images, or convert with dcm2niix to NIfTI",
         )
     uid = str(ds.get("SeriesInstanceUID", ""))
-    image = read_dicom_series(path.parent, notes, series_uid=uid)
+    try:
+        image = read_dicom_series(path.parent, notes, series_uid=uid)
+    except InputError as err:  # name the file the user gave, not only its folder
+        raise InputError(f"its series in {path.parent}: {err.problem}", path, fix=err.fix) \
+            from None
     note(notes, f"{path.name}: read its whole series from {path.parent}")
     return image
 
@@ -142,6 +174,8 @@ def _stack(folder: Path, slices: list, notes: list[str] | None) -> sitk.Image:
     """Sort slices along row x column, check the stack, read pixels, regularise uneven gaps."""
     ds0 = slices[0][1]
     iop = np.asarray([float(v) for v in ds0.ImageOrientationPatient])
+    ps = [float(v) for v in ds0.PixelSpacing]
+    check_dicom_geometry(iop, ps, folder)
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row, col)
     ipp = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
@@ -175,11 +209,23 @@ def _stack(folder: Path, slices: list, notes: list[str] | None) -> sitk.Image:
             f"resampled linearly to a regular {step:.4g} mm grid ({len(along)} slices)",
         )
     image = sitk.GetImageFromArray(volume.astype(np.float32, copy=False))
-    ps = [float(v) for v in ds0.PixelSpacing]
     image.SetSpacing((ps[1], ps[0], step))
     image.SetOrigin(tuple(float(v) for v in ipp[0]))
     image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
-    return image
+    return tag_image(image, dicom_facts(ds0))
+
+
+def check_dicom_geometry(iop: np.ndarray, pixel_spacing: list[float], where: Path) -> None:
+    """InputError for zero/non-finite PixelSpacing or a degenerate ImageOrientationPatient."""
+    if len(pixel_spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in pixel_spacing):
+        raise InputError(f"PixelSpacing {pixel_spacing} is zero, negative or not a number",
+                         where, fix="export the series again with its real pixel spacing")
+    norms = [float(np.linalg.norm(iop[:3])), float(np.linalg.norm(iop[3:]))]
+    if iop.size != 6 or not np.isfinite(iop).all() or min(norms) < 1e-3 or \
+            abs(float(iop[:3] @ iop[3:])) > 1e-2 * norms[0] * norms[1]:
+        raise InputError("ImageOrientationPatient is degenerate (zero or non-perpendicular "
+                         "row/column directions)", where,
+                         fix="export the series again with its real orientation")
 
 
 def regular_stack(

@@ -14,7 +14,17 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from ricecli.dicom_read import READ_ERRORS, is_dicom_file, note, read_header, regular_stack
+from ricecli.dicom_read import (
+    READ_ERRORS,
+    check_dicom_geometry,
+    dicom_facts,
+    image_facts,
+    is_dicom_file,
+    note,
+    read_header,
+    regular_stack,
+    tag_image,
+)
 from ricecli.errors import DoseError, InputError
 from ricecli.read import existing_path, read_volume
 
@@ -81,6 +91,7 @@ def rtdose_geometry(ds: pydicom.Dataset, path: str | Path = "RTDOSE") -> DoseGeo
         raise InputError(
             "RTDOSE lacks its geometry (ImagePositionPatient/Orientation, PixelSpacing, Rows)",
             path, fix="export the dose again from the planning system") from None
+    check_dicom_geometry(iop, spacing, path)
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     gfov = ds.get("GridFrameOffsetVector")
@@ -150,7 +161,7 @@ def read_rtdose(
                   f"{step:.4g} mm")
     image = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.float32))
     image.CopyInformation(geometry.reference())
-    return image, ds
+    return tag_image(image, dicom_facts(ds)), ds
 
 
 def read_dose(
@@ -183,8 +194,9 @@ def read_dose(
         if relative_scale_gy is not None:
             note(notes, f"{path.name}: relative scale ignored: an image dose is in Gy or cGy")
         hint = "pass --dose-unit cGy" if unit_key == "gy" else "check the dose file's unit"
+    facts = image_facts(image)
     dose = image * factor if factor != 1.0 else image
-    return _checked(dose, path, hint, notes)
+    return tag_image(_checked(dose, path, hint, notes), facts)
 
 
 def _single_rtdose(folder: Path) -> Path:
@@ -245,6 +257,10 @@ def _checked(dose: sitk.Image, path: Path, hint: str, notes: list[str] | None) -
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError("dose holds NaN or infinite values", path, fix="export the dose again")
     if hi <= 0:
+        if lo < 0:
+            raise DoseError(f"dose is negative everywhere (max {hi:.3g} Gy, min {lo:.3g} Gy)",
+                            path, fix="give an absolute dose map in Gy (not a difference or "
+                            "an inverted map)")
         raise DoseError("dose is zero everywhere", path, fix="give the plan's dose distribution")
     if hi > MAX_PLAUSIBLE_GY:
         looks = "looks like cGy" if "cGy" in hint else "is implausible"

@@ -13,9 +13,10 @@ occluded channel leaves the input unchanged, so its sensitivity is exactly 0: it
 still counts in the average. `region="brain"` also skips positions whose cube misses the brain
 (exact too when the channels equal `fill` outside the brain, as prepared channels do for 0).
 
-Exact incremental inference (default with ONNX Runtime on the CPU): the stem conv, most of the
-work, runs once on the original volume; each position adds the conv of its small cube delta
-and runs only the trunk (`ricecli/incremental.py`). `incremental=False` runs whole volumes.
+Exact incremental inference (default with ONNX Runtime on the CPU, Krypton-style): the local
+layers run once on the original volume; per position only the window each layer's output can
+change is recomputed, up to a depth chosen by measured cost, then the rest of the network runs
+on whole tensors (`ricecli/incremental.py`). `incremental=False` runs whole volumes.
 
 The core (`occlusion_maps`) needs only numpy and an Engine; SimpleITK is imported where the
 maps meet scan geometry.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,7 @@ class OcclusionMaps:
     stride_vox: tuple[int, int, int]
     positions: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    method: str = "plain"  # "incremental-stem" or "plain (<why>)"
+    method: str = "plain"  # "incremental-stem", "incremental-layers (...)" or "plain (<why>)"
 
 
 def _probabilities(engine, volumes: np.ndarray) -> np.ndarray:
@@ -177,10 +178,15 @@ def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
                    edges: str = "shift", brain_mask: np.ndarray | None = None,
                    skip_unchanged: bool = True,
                    progress: Callable[[int, int], None] | None = None,
-                   incremental=None, method: str = "plain") -> OcclusionMaps:
+                   incremental=None, method: str = "plain",
+                   approximate: float | None = None) -> OcclusionMaps:
     """Occlusion sensitivity of `volume` [C, z, y, x] through `engine` (see the module doc).
 
-    `incremental`: an `IncrementalStem` of the same model; positions then run stem-incrementally.
+    `incremental`: an `IncrementalNetwork` of the same model; positions then run incrementally.
+    `approximate` (off by default; NOT exact): Krypton-style adaptive drill-down. Every other
+    position per axis runs first (a grid at twice the stride); then only the positions next to
+    the strongest `approximate` fraction of those run; every other position takes the value of
+    its coarse neighbour (`drill_down`).
     """
     t0 = time.perf_counter()
     volume = np.ascontiguousarray(volume, dtype=np.float32)
@@ -196,19 +202,32 @@ def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
     jobs, counts = _jobs(volume, groups, cube, stride, fill, edges, brain_mask, skip_unchanged)
     sums = np.zeros((len(groups), *shape), np.float64)
     t1 = time.perf_counter()
-    if incremental is not None:
-        batches = incremental.batches(volume, [(groups[g], sl) for g, sl in jobs], fill, batch)
+
+    def run(todo: list) -> Iterator[np.ndarray]:
+        """Sensitivity of each job, per batch."""
+        if incremental is not None:
+            batches = incremental.batches(volume, [(groups[g], sl) for g, sl in todo], fill,
+                                          batch)
+        else:
+            batches = _whole_volumes(engine, volume, groups, todo, fill, batch)
+        for probs, _members in batches:
+            yield p_original[t_index] - np.asarray(probs, np.float64)[:, t_index]
+
+    if approximate is not None:
+        starts = [window_starts(n, c, st, edges) for n, c, st in zip(shape, cube, stride,
+                                                                      strict=False)]
+        values, ran = drill_down(jobs, starts, approximate, run, progress)
+        counts = {**counts, "approximate_run": ran}
+        suffix = f" + approximate drill-down (top {approximate:.0%})"
     else:
-        batches = _whole_volumes(engine, volume, groups, jobs, fill, batch)
-    done = 0
-    for probs, _members in batches:
-        chunk = jobs[done:done + len(probs)]
-        p = np.asarray(probs, np.float64)[:, t_index]
-        for (g, sl), p_occ in zip(chunk, p, strict=True):
-            sums[(g, *sl)] += p_original[t_index] - p_occ
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(jobs))
+        suffix, values, done = "", [], 0
+        for sens in run(jobs):
+            values += list(sens)
+            done += len(sens)
+            if progress is not None:
+                progress(done, len(jobs))
+    for (g, sl), value in zip(jobs, values, strict=True):
+        sums[(g, *sl)] += value
     cover = coverage_counts(shape, cube, stride, edges)
     mean = np.divide(sums, cover, out=np.zeros_like(sums), where=cover > 0).astype(np.float32)
     t2 = time.perf_counter()
@@ -217,39 +236,92 @@ def occlusion_maps(volume: np.ndarray, engine, channel_names: Sequence[str],
         target_index=t_index, cube_vox=cube, stride_vox=stride, positions=counts,
         seconds={"plan": round(t1 - t0, 4), "run": round(t2 - t1, 4),
                  "volumes_per_s": round(len(jobs) / max(t2 - t1, 1e-9), 3)},
-        method="incremental-stem" if incremental is not None else method,
+        method=(incremental.method if incremental is not None else method) + suffix,
     )
+
+
+def drill_down(jobs: list, starts: Sequence[np.ndarray], fraction: float, run,
+               progress: Callable[[int, int], None] | None = None) -> tuple[list[float], int]:
+    """Approximate sensitivities of `jobs` (group, cube slices): coarse grid, then refine.
+
+    Coarse: positions whose grid index is even on every axis (exact values). Refined: every
+    position within one grid step of the strongest `fraction` of the coarse ones (per channel
+    group, by |sensitivity|; exact values). Others: their coarse neighbour's value (grid index
+    rounded down to even); positions whose coarse neighbour did not run are run too.
+    Returns (values, positions run).
+    """
+    index = np.asarray([[int(np.searchsorted(a, s.start)) for a, s in zip(starts, sl,
+                                                                           strict=False)]
+                        for _, sl in jobs], np.int64).reshape(-1, 3)
+    group = np.asarray([g for g, _ in jobs], np.int64)
+    coarse = np.flatnonzero((index % 2 == 0).all(axis=1))
+    values = np.zeros(len(jobs), np.float64)
+    done = 0
+
+    def fill_in(which: np.ndarray) -> None:
+        nonlocal done
+        at = 0
+        for sens in run([jobs[i] for i in which]):
+            values[which[at:at + len(sens)]] = sens
+            at += len(sens)
+            done += len(sens)
+            if progress is not None:
+                progress(done, len(jobs))
+
+    fill_in(coarse)
+    chosen = []
+    for g in np.unique(group):
+        mine = coarse[group[coarse] == g]
+        keep = int(np.ceil(fraction * len(mine)))
+        chosen += list(mine[np.argsort(-np.abs(values[mine]), kind="stable")[:keep]])
+    hot = {(int(group[i]), *index[i]) for i in chosen}
+    steps = [np.asarray(d) - 1 for d in np.ndindex(3, 3, 3)]
+    is_coarse = set(coarse.tolist())
+    ran_coarse = {(int(group[i]), *index[i]) for i in coarse}
+    near = [i for i in range(len(jobs)) if i not in is_coarse
+            and (any((int(group[i]), *(index[i] + d)) in hot for d in steps)
+                 or (int(group[i]), *(index[i] // 2 * 2)) not in ran_coarse)]
+    fill_in(np.asarray(near, np.int64))
+    ran = is_coarse | set(near)
+    by_key = {(int(group[i]), *index[i]): values[i] for i in coarse}
+    for i in range(len(jobs)):
+        if i not in ran:
+            values[i] = by_key.get((int(group[i]), *(index[i] // 2 * 2)), 0.0)
+    return values.tolist(), len(ran)
 
 
 _STEMS: dict[tuple, tuple] = {}
 
 
-def incremental_for(model, engine, wanted: bool = True):
-    """(IncrementalStem or None, method label): incremental on ONNX Runtime CPU models only."""
+def incremental_for(model, engine, wanted: bool = True, depth: int | None = None):
+    """(IncrementalNetwork or None, method label): incremental on ONNX Runtime CPU models only.
+
+    depth: None = chosen by measured cost; 1 = the stem only; larger = that many layer depths.
+    """
     threads = getattr(engine, "threads", None)
     key = (str(getattr(model, "path", "")), getattr(model, "sha256", ""), threads, wanted,
-           getattr(engine, "name", ""))
+           getattr(engine, "name", ""), depth)
     if key not in _STEMS:
-        _STEMS[key] = _open_incremental(model, engine, wanted, threads)
+        _STEMS[key] = _open_incremental(model, engine, wanted, threads, depth)
     return _STEMS[key]
 
 
-def _open_incremental(model, engine, wanted: bool, threads: int | None):
+def _open_incremental(model, engine, wanted: bool, threads: int | None, depth: int | None):
     if not wanted:
         return None, "plain (incremental off)"
     if getattr(model, "format", None) != "onnx" or getattr(engine, "name", "") \
             != "onnxruntime-cpu":
         return None, f"plain (engine {getattr(engine, 'name', '?')})"
     from ricecli.engine import physical_cores
-    from ricecli.incremental import IncrementalStem
+    from ricecli.incremental import IncrementalNetwork
 
     try:
-        stem = IncrementalStem.open(model.path, threads or physical_cores())
+        runner = IncrementalNetwork.open(model.path, threads or physical_cores(), depth)
     except ImportError as err:  # the onnx package is missing
         return None, f"plain ({err})"
-    if isinstance(stem, str):
-        return None, f"plain ({stem})"
-    return stem, "incremental-stem"
+    if isinstance(runner, str):
+        return None, f"plain ({runner})"
+    return runner, "incremental"
 
 
 def rich_progress(description: str = "occlusion"):

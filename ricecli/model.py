@@ -119,8 +119,9 @@ def _card_identity(card: dict, path: Path) -> tuple[str, str]:
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    import onnxruntime as ort
+    from ricecli.engine import import_onnxruntime  # a missing ORT is a one-line exit 2
 
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3

@@ -17,10 +17,12 @@ import SimpleITK as sitk
 
 from ricecli.dicom_read import (
     FORMATS_FIX,
+    image_facts,
     is_dicom_file,
     note,
     read_dicom_file,
     read_dicom_series,
+    tag_image,
 )
 from ricecli.errors import InputError
 
@@ -68,7 +70,25 @@ def read_volume(path: Path, notes: list[str] | None = None, what: str = "an imag
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_payload(path)
         image = _read_image_file(path)
-    return check_shape(image, path, notes)
+    facts = image_facts(image)  # DICOM header facts for the gate survive the checks below
+    image = check_shape(image, path, notes)
+    check_geometry(image, path)
+    return tag_image(image, facts)
+
+
+def check_geometry(image: sitk.Image, path: Path) -> None:
+    """InputError for zero/non-finite voxel spacing or a singular direction matrix: with such a
+    geometry the scan's size and place in the world are unknown."""
+    spacing = image.GetSpacing()
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"has voxel spacing {'x'.join(f'{v:g}' for v in spacing)} mm (zero, "
+                         "negative or not a number): its real voxel size is unknown", path,
+                         fix="export the scan again with its real spacing (or fix the header)")
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    if not np.isfinite(direction).all() or abs(float(np.linalg.det(direction))) < 1e-3:
+        raise InputError("has a singular direction (orientation) matrix: its orientation in "
+                         "the world is unknown", path,
+                         fix="export the scan again with its real orientation")
 
 
 def _read_image_file(path: Path) -> sitk.Image:
@@ -77,8 +97,17 @@ def _read_image_file(path: Path) -> sitk.Image:
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
-    except RuntimeError:
+    except RuntimeError as err:
+        if "orthonormal" in str(err):
+            raise InputError("has a singular orientation matrix (no orthonormal direction "
+                             "found in its header)", path,
+                             fix="export the scan again with its real orientation") from None
         raise InputError("is not an image file that can be read", path, fix=FORMATS_FIX) from None
+    spacing = reader.GetSpacing()
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(f"has voxel spacing {'x'.join(f'{v:g}' for v in spacing)} mm in its "
+                         "header (zero, negative or not a number)", path,
+                         fix="export the scan again with its real spacing (or fix the header)")
     if reader.GetNumberOfComponents() != 1:
         raise InputError(
             f"has {reader.GetNumberOfComponents()} components per voxel (colour/vector image)",
@@ -113,6 +142,7 @@ def _check_nifti_payload(path: Path) -> None:
     if endian is None:
         return  # NIfTI-2 or not NIfTI: leave it to ITK
     dims = struct.unpack(endian + "8h", header[40:56])
+    _check_nifti_geometry(header, endian, dims, path)
     datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
     offset = int(struct.unpack(endian + "f", header[108:112])[0])
     count = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(0, min(dims[0], 7))]]))
@@ -142,6 +172,26 @@ def _check_nifti_payload(path: Path) -> None:
                              fix="give the original scan, not a derived map")
 
 
+def _check_nifti_geometry(header: bytes, endian: str, dims: tuple, path: Path) -> None:
+    """pixdim 0 (ITK silently reads 1 mm) and a singular sform (ITK: 'not an image')."""
+    pixdim = struct.unpack(endian + "8f", header[76:108])
+    spatial = pixdim[1 : 1 + max(1, min(dims[0], 3))]
+    if not all(math.isfinite(v) and v != 0 for v in spatial):
+        raise InputError(f"its header gives voxel spacing (pixdim) "
+                         f"{' '.join(f'{v:g}' for v in spatial)}: a zero or invalid spacing "
+                         "(read as 1 mm it would misplace the scan)", path,
+                         fix="export the scan again with its real voxel size")
+    sform_code = struct.unpack(endian + "h", header[254:256])[0]
+    if sform_code > 0:
+        srow = np.asarray(struct.unpack(endian + "12f", header[280:328]), float).reshape(3, 4)
+        m = srow[:, :3]
+        scale = float(np.prod(np.linalg.norm(m, axis=0))) if np.isfinite(m).all() else 0.0
+        if scale == 0.0 or abs(float(np.linalg.det(m))) < 1e-3 * scale:
+            raise InputError("its sform matrix (srow_x/y/z) is singular: the scan's orientation "
+                             "and voxel size are undefined", path,
+                             fix="export the scan again, or set sform_code 0 to use its qform")
+
+
 def check_shape(image: sitk.Image, path: Path, notes: list[str] | None = None) -> sitk.Image:
     """3D and scalar, or InputError; a 4D image with a single volume is squeezed to 3D."""
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -162,8 +212,10 @@ def check_shape(image: sitk.Image, path: Path, notes: list[str] | None = None) -
         note(notes, f"{path.name}: 4D file with a single volume, read as 3D")
         size = image.GetSize()
     if image.GetDimension() != 3 or min(size) < 2:
+        extended = sum(n >= 2 for n in size)
+        kind = {0: "a single voxel", 1: "a single line of voxels"}.get(extended, "2D")
         raise InputError(
-            f"is 2D (size {'x'.join(map(str, size))}), not a 3D volume",
+            f"is {kind} (size {'x'.join(map(str, size))}), not a 3D volume",
             path,
             fix="give the whole 3D scan (all slices), not a single slice",
         )

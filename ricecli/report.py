@@ -45,8 +45,12 @@ def case_inputs_record(inputs) -> dict:
 
 def classify_case(inputs, model: LoadedModel, engine: Engine,
                   save_prepared: Path | None = None, overwrite: bool = False,
-                  keep_case: bool = False) -> dict:
-    """Prepare one case in the model's space, run the engine, and build its result record."""
+                  keep_case: bool = False, accept_qa_failure: bool = False) -> dict:
+    """Prepare one case in the model's space, run the engine, and build its result record.
+
+    A case whose QA verdict is fail gets no label (see `withhold_answer`) unless
+    `accept_qa_failure`, which keeps the label and marks it as given despite the failure.
+    """
     from ricecli.prepare import prepare_case, to_tensor
 
     watch = Stopwatch()
@@ -64,6 +68,11 @@ def classify_case(inputs, model: LoadedModel, engine: Engine,
                           timings, case_inputs_record(inputs))
     if save_prepared is not None:
         result["prepared_dir"] = str(save_prepared)
+    if qa_failed(result):
+        if accept_qa_failure:
+            result["label_despite_qa_failure"] = True
+        else:
+            withhold_answer(result)
     if keep_case:
         result["_case"] = case  # for callers that go on (explain); dropped by to_json
     return result
@@ -112,10 +121,30 @@ def build_result(probs: np.ndarray, members: np.ndarray, model: LoadedModel, eng
         "timings_s": {k: round(float(v), 4) for k, v in timings_s.items()},
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256,
                   "path": str(model.path)},
-        "engine": {"name": engine.name, "providers": list(engine.providers)},
+        "engine": {"name": engine.name, "providers": list(engine.providers),
+                   "fallback": getattr(engine, "fallback", None)},
         "inputs": inputs,
         "ricecli_version": __version__,
     }
+
+
+def qa_failed(result: dict) -> bool:
+    """True when the case's QA verdict is fail (the answer cannot be trusted)."""
+    return (result.get("qa") or {}).get("verdict") == "fail"
+
+
+def withhold_answer(result: dict) -> dict:
+    """No label for a case that failed QA: label, probabilities and votes become null."""
+    result.update(label=None, probabilities=None, votes=None, members=[],
+                  decision="no label: the QA verdict is fail (see qa.reasons); rerun with "
+                  "--accept-qa-failure to get the label anyway")
+    return result
+
+
+def qa_line(result: dict) -> str:
+    """One line saying why a case failed QA."""
+    reasons = (result.get("qa") or {}).get("reasons") or ["no reason recorded"]
+    return f"QA failed, no label: {'; '.join(reasons)}"
 
 
 def qa_warnings(qa: object, prefix: str = "") -> list[str]:
@@ -162,24 +191,27 @@ def to_json(result: dict) -> str:
                       sort_keys=False) + "\n"
 
 
-def check_output_file(path: Path, inputs: list | None = None) -> Path:
-    """Refuse an output file that is an input, a folder, or in a folder that does not exist."""
+def check_output_file(path: Path, inputs: list | None = None, overwrite: bool = True) -> Path:
+    """Refuse an output file that is an input, lies inside one, is a folder, exists (unless
+    `overwrite`), or cannot be written (ricecli.outputs.check_output_file)."""
+    from ricecli.outputs import check_output_file as check_file
+
     path = Path(path)
     for p in inputs or []:
         if p and Path(p).exists() and path.exists() and Path(p).resolve() == path.resolve():
             raise OutputError("the output would overwrite an input", path,
                               fix="choose another output file name")
-    if path.is_dir():
-        raise OutputError("the output is a folder", path, fix="give a file name, e.g. result.json")
+    check_file(path, [p for p in inputs or [] if p], overwrite)
     return path
 
 
-def write_text_atomic(path: Path, text: str, inputs: list | None = None) -> Path:
+def write_text_atomic(path: Path, text: str, inputs: list | None = None,
+                      overwrite: bool = True) -> Path:
     """Write a file whole or not at all (temp file beside it, then rename); never an input."""
     from ricecli.outputs import write_atomic
 
-    path = check_output_file(path, inputs)
-    with write_atomic(path, inputs or []) as tmp:
+    path = check_output_file(path, inputs, overwrite)
+    with write_atomic(path, inputs or [], overwrite) as tmp:
         tmp.write_text(text)
     return path
 
@@ -190,6 +222,15 @@ def print_summary(result: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    if result.get("label") is None:
+        console.print(f"[bold red]{qa_line(result)}[/]", highlight=False)
+        _print_qa(result, console)
+        console.print("[dim]research software, not for clinical use[/]")
+        return
+    if result.get("label_despite_qa_failure"):
+        console.print(f"[bold red]QA failed; label given anyway (--accept-qa-failure), do not "
+                      f"trust it:[/] {'; '.join(result['qa'].get('reasons', []))}",
+                      highlight=False)
     probs = result["probabilities"]
     colour = "red" if result["label"] == "recurrence" else "green"
     console.print(f"[bold {colour}]{result['label']}[/]  "
@@ -204,13 +245,30 @@ def print_summary(result: dict, console=None) -> None:
     for m in result["members"]:
         table.add_row(str(m["member"]), m["vote"], f"{m['probabilities'].get('recurrence', 0):.3f}")
     console.print(table)
-    for w in result["warnings"]:
-        console.print(f"[yellow]QA warning:[/] {w}")
-    if not result["warnings"]:
-        console.print("QA: no warnings")
+    _print_qa(result, console)
     stages = "  ".join(f"{k} {v:.2f}s" for k, v in result["timings_s"].items())
     console.print(f"timings: {stages}")
     model = result["model"]
     console.print(f"model {model['name']} {model['version']} (sha256 {model['sha256'][:12]}), "
                   f"engine {result['engine']['name']}")
     console.print("[dim]research software, not for clinical use[/]")
+
+
+def _print_qa(result: dict, console) -> None:
+    """The QA verdict, every warning and every note of the QA record (none left off)."""
+    qa = result.get("qa") or {}
+    verdict = qa.get("verdict")
+    if verdict is not None:
+        colour = {"pass": "green", "warn": "yellow", "fail": "red"}.get(verdict, "white")
+        console.print(f"QA: [{colour}]{verdict}[/]", highlight=False)
+    for w in result.get("warnings") or []:
+        console.print(f"[yellow]QA warning:[/] {w}", highlight=False)
+    extra = [r for r in qa.get("reasons") or [] if not any(r in w for w in
+                                                           result.get("warnings") or [])]
+    if verdict != "fail":
+        for r in extra:
+            console.print(f"[yellow]QA warning:[/] {r}", highlight=False)
+    for n in qa.get("notes") or []:
+        console.print(f"[dim]QA note:[/] {n}", highlight=False)
+    if verdict is None and not result.get("warnings") and not qa.get("notes"):
+        console.print("QA: no warnings")

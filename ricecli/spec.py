@@ -20,6 +20,36 @@ CARD_KEY = "ricenet.card"  # model card: members, metrics, training summary, has
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How to turn the members' softmax outputs into calibrated probabilities (fit on
+    out-of-fold data by `python -m train fit`; applied by ricecli/calibration.py).
+
+    method "temperature": each member's logits (recovered as log-probabilities, floored at
+    `prob_floor`) are divided by `temperature`, softmaxed, then the members are averaged.
+    `conformal_qhat` (split conformal on the same out-of-fold scores, miscoverage
+    `conformal_alpha`) decides which labels a case's prediction set holds.
+    """
+
+    method: str = "temperature"
+    temperature: float = 1.0
+    prob_floor: float = 1e-7
+    conformal_alpha: float | None = None
+    conformal_qhat: float | None = None
+    fitted_on: str = "out-of-fold cross-validation predictions"
+    n_cases: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method != "temperature" or not self.temperature > 0:
+            raise ValueError(f"calibration must be method 'temperature' with a positive "
+                             f"temperature, got {self.method!r}, {self.temperature!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
 class ModelSpace:
     """A canonical axis-aligned grid (identity direction, LPS) in the template's world frame."""
 
@@ -50,6 +80,7 @@ class Spec:
     classes: tuple[str, str] = CLASSES
     preset: str = "edge"
     version: int = 1
+    calibration: Calibration | None = None  # None: uncalibrated (models exported before it)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.channels if c not in CHANNELS]
@@ -63,7 +94,10 @@ class Spec:
         return Spec.from_dict(d)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["calibration"] is None:  # uncalibrated specs keep their old JSON byte for byte
+            d.pop("calibration")
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -85,6 +119,8 @@ class Spec:
             classes=tuple(d.get("classes", CLASSES)),
             preset=d.get("preset", "edge"),
             version=int(d.get("version", 1)),
+            calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration")
+            else None,
         )
 
     @classmethod
@@ -97,6 +133,7 @@ class Spec:
         d.pop("channels")
         d.pop("classes")
         d.pop("preset")
+        d.pop("calibration", None)  # applied after inference; preparation does not use it
         return json.dumps(d, sort_keys=True)
 
 

@@ -3,7 +3,11 @@
 # CPU: simulate the cohort, train the edge preset's 5-fold ensemble, evaluate it on the
 # held-out simulated cases, export it with parity checks. Exactly what produced the
 # committed model (see MODEL_CARD.md for the figures and times).
-# Usage: bash scripts/build_default_model.sh [WORKDIR]   (needs: pip install -e '.[train]')
+# Calibration: fit writes RUN/oof.csv and RUN/calibration.json (temperature + conformal
+# threshold on the out-of-fold predictions); both evaluations report Brier/ECE raw vs
+# calibrated (RUN/eval-*/metrics.json, reliability.png); the export carries the calibration
+# in the model's spec (it fails if calibration.json is missing).
+# Usage: bash scripts/build_default_model.sh [WORKDIR]   (needs: pip install -e '.[train,cpu]')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs}
@@ -12,9 +16,12 @@ export RICENET_CACHE="$work/cache"
 
 ricecli simulate --n 200 --seed 2026 --out "$work/cohort200" --jobs 2
 python -m train fit --manifest "$work/cohort200/manifest.csv" --preset edge --folds 5 \
-    --epochs 30 --batch-size 16 --workers 2 --device cpu --max-minutes 16 --seed 0 \
+    --epochs 30 --batch-size 16 --workers 2 --device cpu --max-minutes 30 --seed 0 \
     --cache "$work/cache" --out "$work/default-edge"
 python -m train evaluate --run "$work/default-edge" --manifest "$work/cohort200/manifest.csv" \
-    --split test
+    --split cv --device cpu
+python -m train evaluate --run "$work/default-edge" --manifest "$work/cohort200/manifest.csv" \
+    --split test --device cpu
 python export/to_onnx.py --run "$work/default-edge" --out ricecli/data/model/ricenet-edge.onnx \
-    --name ricenet-edge-sim --exporter torchscript
+    --name ricenet-edge-sim --exporter torchscript \
+    --calibration "$work/default-edge/calibration.json"

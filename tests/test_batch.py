@@ -136,7 +136,7 @@ def test_batch_end_to_end_resume_shard_and_failure(tmp_path, tiny_model, synthet
     base = ["batch", str(manifest), "--out", str(out), "--model", str(tiny_model),
             "--device", "cpu"]
     code, text, err = run_cli([*base, "--shard", "1/2"], capsys)  # row 1 only
-    assert code == 0, err
+    assert code == 2, err  # every case of this run was refused: exit 2 (issue 10), row kept
     got = _rows(out)
     assert [r["case_id"] for r in got] == ["broken"] and got[0]["status"] == "error"
     assert "missing.nii.gz" in got[0]["error"] and got[0]["true_label"] == "RICE"
@@ -157,7 +157,7 @@ def test_batch_end_to_end_resume_shard_and_failure(tmp_path, tiny_model, synthet
     code, text, _ = run_cli(base, capsys)
     assert code == 0 and len(_rows(out)) == 2 and "0 to run" in " ".join(text.split())
     code, text, _ = run_cli([*base, "--retry-failed"], capsys)  # failed cases run again
-    assert code == 0 and [r["case_id"] for r in _rows(out)] == ["broken", "good", "broken"]
+    assert code == 2 and [r["case_id"] for r in _rows(out)] == ["broken", "good", "broken"]
 
 
 @pytest.mark.slow
@@ -168,7 +168,7 @@ def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
     out = tmp_path / "results.csv"
     code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--jobs", "2",
                             "--model", str(tiny_model), "--device", "cpu"], capsys)
-    assert code == 0, err
+    assert code == 2, err  # every case refused (missing files): exit 2, every row recorded
     got = _rows(out)
     assert sorted(r["case_id"] for r in got) == ["c0", "c1", "c2"]
     assert all(r["status"] == "error" and "none_" in r["error"] for r in got)
@@ -200,3 +200,37 @@ def test_bad_jobs_and_manifest_exit_2(tmp_path, tiny_model, capsys):
     code, _, err = run_cli(["batch", str(tmp_path / "no.csv"), "--out",
                             str(tmp_path / "r.csv"), "--jobs", "0"], capsys)
     assert code == 2 and "--jobs" in err
+
+
+def test_non_utf8_manifest_is_refused_with_a_fix(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes("case_id,post_op,event,dose\nfü,a,b,c\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8") as err:
+        read_manifest(path)
+    assert "Fix: save the manifest as a UTF-8 CSV" in err.value.one_line()
+
+
+def test_exit_code_when_every_case_failed():
+    from ricecli.batch import exit_code
+
+    ok, refused = {"status": "ok"}, {"status": "error", "error": "x.nii: file not found"}
+    internal = {"status": "error", "error": "internal error: ValueError: boom"}
+    assert exit_code([]) == 0 and exit_code([ok, refused]) == 0
+    assert exit_code([refused, refused]) == 2
+    assert exit_code([refused, internal]) == 1
+    assert exit_code([refused, {"status": "qa_fail"}]) == 3
+
+
+def test_qa_failed_case_is_a_row_without_label(tmp_path):
+    from ricecli.batch import ManifestCase, result_row
+
+    case = ManifestCase(0, "c0", tmp_path / "p", tmp_path / "e", tmp_path / "d", label="RICE")
+    result = {"label": None, "probabilities": None, "votes": None, "members": [],
+              "warnings": [], "qa": {"verdict": "fail", "reasons": ["a", "b"]},
+              "model": {"sha256": "abc"}, "engine": {"name": "cpu"}}
+    row = result_row(case, result, None, 1.0)
+    assert row["status"] == "qa_fail" and row["qa_verdict"] == "fail"
+    assert row["qa_reasons"] == "a | b" and "label" not in row
+    writer = ResultsWriter(tmp_path / "r.csv")
+    writer.append(row)
+    assert finished_cases(tmp_path / "r.csv") == {"c0"}  # done: resume does not rerun it

@@ -157,3 +157,31 @@ def test_real_brats_case_and_its_reoriented_copy(shared_data, tiny_model, tmp_pa
     p = [r["probabilities"]["recurrence"] for r in results]
     assert abs(p[0] - p[1]) < 0.01
     assert results[0]["inputs"]["event"] == str(event)
+
+
+def test_repeated_dose_is_refused(tiny_model, synthetic_case, capsys):
+    code, _, err = run_cli(_args(synthetic_case, tiny_model, "--dose",
+                                 str(synthetic_case["dose"])), capsys)
+    assert code == 2 and "--dose was given 2 times" in err and len(err.strip().splitlines()) == 1
+
+
+def test_json_needs_overwrite_like_prepare_and_explain(tiny_model, synthetic_case, tmp_path,
+                                                       capsys):
+    existing = tmp_path / "result.json"
+    existing.write_text("keep me")
+    code, _, err = run_cli(_args(synthetic_case, tiny_model, "--json", str(existing)), capsys)
+    assert code == 2 and "--overwrite" in err and existing.read_text() == "keep me"
+
+
+def test_output_under_a_file_is_exit_2_with_a_fix(tiny_model, synthetic_case, tmp_path, capsys):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    for option, target in (("--json", plain / "r.json"), ("--save-prepared", plain / "out")):
+        code, _, err = run_cli(_args(synthetic_case, tiny_model, option, str(target)), capsys)
+        assert code == 2 and "is a file, not a folder" in err and "Fix:" in err, err
+
+
+def test_model_is_an_input_too(tiny_model, synthetic_case, capsys):
+    code, _, err = run_cli(_args(synthetic_case, tiny_model, "--save-prepared",
+                                 str(tiny_model.parent), "--overwrite"), capsys)
+    assert code == 2 and "holds an input" in err and tiny_model.exists()

@@ -118,3 +118,20 @@ def test_bad_input_exits_2_and_writes_nothing(bad, tiny_model, synthetic_case, t
     assert sum(line.startswith("error") for line in lines) == 1
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_out_holding_the_dose_frame_is_refused_and_the_frame_kept(tiny_model, synthetic_case,
+                                                                   tmp_path, capsys):
+    """The issue's data loss: --out <the --dose-frame's folder> --overwrite deleted the frame."""
+    import shutil
+
+    frames = tmp_path / "planning"
+    frames.mkdir()
+    frame = frames / "planning_mr.nii.gz"
+    shutil.copy(synthetic_case["post_op"], frame)
+    args = _args(synthetic_case, synthetic_case["event"], tiny_model, frames,
+                 "--dose-frame", str(frame), "--overwrite")
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "holds an input" in err and str(frame) in err
+    assert frame.read_bytes() == synthetic_case["post_op"].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["planning"]

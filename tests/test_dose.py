@@ -275,3 +275,12 @@ def test_rtdose_without_preamble_still_goes_through_pydicom(tmp_path):
     dose = plan_dose(OBLIQUE)
     path = _strip_preamble(write_rtdose(dose, tmp_path / "RD.dcm"))
     assert_same_dose(read_dose(path), dose, atol=1e-5)
+
+
+def test_all_negative_dose_says_negative_not_zero(tmp_path):
+    img = sitk.GetImageFromArray(-np.linspace(1, 60, 8 * 9 * 10, dtype=np.float32)
+                                 .reshape(8, 9, 10))
+    sitk.WriteImage(img, str(tmp_path / "neg.nii.gz"))
+    with pytest.raises(DoseError, match="negative everywhere") as err:
+        read_dose(tmp_path / "neg.nii.gz")
+    assert "zero" not in err.value.one_line()

@@ -30,6 +30,12 @@ def brain_volume(shape_zyx, channels: int = 3, seed: int = 1) -> tuple[np.ndarra
     return vol.astype(np.float32), mask.astype(np.uint8)
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """The incremental depth choice is cached under RICENET_CACHE: not in the home folder."""
+    monkeypatch.setenv("RICENET_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(engine, torch net, probability function, spec, incremental stem) of a tiny network."""
@@ -51,7 +57,7 @@ def tiny(tmp_path_factory):
     model = load_model(path)
     engine = open_engine(model, "cpu")
     stem, method = incremental_for(model, engine)
-    assert method == "incremental-stem", method  # the torch export fits the split pattern
+    assert method == "incremental", method  # the torch export fits the split pattern
 
     def probs(x):
         return torch.softmax(nets[0](x), dim=1)
@@ -95,7 +101,10 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
     engine, net, probs, spec, stem = tiny
     vol, _ = brain_volume(spec.model_space.shape_zyx)
     captum, monai = _peers(net, probs, vol, cube, stride, target=1)
-    for incremental in (None, stem):  # whole volumes, then the incremental stem
+    from ricecli.incremental import IncrementalNetwork
+
+    deepest = IncrementalNetwork.open(engine.model.path, threads=1, depth=99)  # every layer
+    for incremental in (None, stem, deepest):  # whole volumes, measured depth, all windowed
         shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
                                target="recurrence", edges="shift", batch=7,
                                incremental=incremental)
@@ -105,7 +114,12 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
         assert np.abs(shift.maps["all"]).max() > 1e-4  # the tiny network does react
         np.testing.assert_allclose(shift.maps["all"], monai, atol=1e-5, rtol=0)
         np.testing.assert_allclose(clip.maps["all"], captum, atol=1e-5, rtol=0)
-    assert shift.method == clip.method == "incremental-stem"
+    assert deepest.depth == deepest.split.max_depth >= 8
+    shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
+                           target="recurrence", edges="shift", batch=7, incremental=stem)
+    clip = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
+                          target="recurrence", edges="clip", batch=7, incremental=stem)
+    assert shift.method == clip.method and shift.method.startswith("incremental")
     if (16 - cube) % stride == 0 and (20 - cube) % stride == 0:  # divides: all three agree
         np.testing.assert_allclose(captum, monai, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shift.maps["all"], clip.maps["all"], atol=1e-6, rtol=0)
@@ -181,3 +195,19 @@ def test_heatmap_on_oblique_event_grid():
     assert np.linalg.norm(centre - expected) < 1.0
     index, peak = peak_point(out)
     assert arr[index[::-1]] == arr.max() and np.linalg.norm(np.asarray(peak) - expected) < 6
+
+
+@pytest.mark.slow
+def test_approximate_drill_down_is_off_by_default_and_close(tiny):
+    engine, _net, _probs, spec, stem = tiny
+    vol, mask = brain_volume(spec.model_space.shape_zyx)
+    args = (vol, engine, spec.channels, (2, 2, 2), (2, 2, 2))
+    exact = occlusion_maps(*args, brain_mask=mask, incremental=stem)
+    assert "approximate" not in exact.method and "approximate_run" not in exact.positions
+    approx = occlusion_maps(*args, brain_mask=mask, incremental=stem, approximate=0.25)
+    assert approx.method == exact.method + " + approximate drill-down (top 25%)"
+    assert 0 < approx.positions["approximate_run"] < exact.positions["run"]
+    err = np.abs(approx.maps["all"] - exact.maps["all"])
+    assert err.max() < np.abs(exact.maps["all"]).max()  # an approximation, not noise
+    everything = occlusion_maps(*args, brain_mask=mask, incremental=stem, approximate=1.0)
+    np.testing.assert_allclose(everything.maps["all"], exact.maps["all"], atol=1e-6, rtol=0)

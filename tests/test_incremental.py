@@ -1,6 +1,7 @@
-"""Incremental stem: the split graph gives the same probabilities and maps as whole volumes,
-for cubes at corners, edges and the centre, uneven strides, padding, dilation and bias; graphs
-that do not fit the pattern fall back to the plain path with a reason."""
+"""Incremental occlusion: windowed layers (the stem only, or deeper: conv, batch norm, ReLU,
+max-pool, residual add) give the same probabilities and maps as whole volumes, for cubes at
+corners, edges and the centre, uneven strides, padding, dilation and bias; the depth chosen by
+measured cost is cached; graphs that do not fit fall back to the plain path with a reason."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ricecli import incremental
 from ricecli.engine import OnnxRuntimeEngine
 from ricecli.explain import incremental_for, occlusion_maps
-from ricecli.incremental import IncrementalStem, split_stem
+from ricecli.incremental import IncrementalNetwork, IncrementalStem, split_stem
 from ricecli.model import load_model
 from ricecli.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
 
@@ -26,8 +27,9 @@ STEMS = {
 }
 
 
-def _member(i: int, rng, kernel, strides, pads, dilations, bias, first=None):
-    """Conv(volumes) -> Relu -> MaxPool -> GlobalAveragePool -> Gemm -> Softmax -> [N, 1, 2]."""
+def _member(i: int, rng, kernel, strides, pads, dilations, bias, first=None, bn=False):
+    """Conv(volumes) [-> BatchNormalization] -> Relu -> MaxPool -> GlobalAveragePool -> Gemm
+    -> Softmax -> [N, 1, 2]."""
     w = rng.normal(scale=1 / np.sqrt(3 * np.prod(kernel)), size=(4, 3, *kernel))
     inits = [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
              numpy_helper.from_array(rng.normal(size=(2, 4)).astype(np.float32) * 0.5, f"g{i}"),
@@ -36,10 +38,19 @@ def _member(i: int, rng, kernel, strides, pads, dilations, bias, first=None):
     if bias:
         inits.append(numpy_helper.from_array(rng.normal(size=4).astype(np.float32), f"b{i}"))
         conv_in.append(f"b{i}")
+    norm = []
+    if bn:  # an unfolded batch norm between conv and ReLU
+        names = [f"bn{k}{i}" for k in "sbmv"]
+        values = [rng.uniform(0.5, 1.5, 4), rng.normal(size=4), rng.normal(size=4) * 0.2,
+                  rng.uniform(0.5, 1.5, 4)]
+        inits += [numpy_helper.from_array(v.astype(np.float32), n)
+                  for n, v in zip(names, values, strict=True)]
+        norm = [helper.make_node("BatchNormalization", [f"c{i}", *names], [f"n{i}"])]
     nodes = [
         helper.make_node("Conv", conv_in, [f"c{i}"], kernel_shape=list(kernel),
                          strides=list(strides), pads=list(pads), dilations=list(dilations)),
-        helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        *norm,
+        helper.make_node("Relu", [f"n{i}" if bn else f"c{i}"], [f"r{i}"]),
         helper.make_node("MaxPool", [f"r{i}"], [f"m{i}"], kernel_shape=[2, 2, 2],
                          strides=[1, 1, 1]),
         helper.make_node("GlobalAveragePool", [f"m{i}"], [f"a{i}"]),
@@ -52,7 +63,7 @@ def _member(i: int, rng, kernel, strides, pads, dilations, bias, first=None):
 
 
 def write_model(path, stem="resnet_stem", members=2, seed=0, pre=None, shape_of_input=False,
-                group=1):
+                group=1, bn=False):
     """A small real ricenet-contract ONNX model built with onnx.helper (no torch)."""
     rng = np.random.default_rng(seed)
     kernel, strides, pads, dil, bias = STEMS[stem]
@@ -62,11 +73,11 @@ def write_model(path, stem="resnet_stem", members=2, seed=0, pre=None, shape_of_
         nodes.append(helper.make_node(pre, ["volumes"], ["pre"]))
         first = "pre"
     for i in range(members):
-        n, t = _member(i, rng, kernel, strides, pads, dil, bias, first)
+        n, t = _member(i, rng, kernel, strides, pads, dil, bias, first, bn)
         nodes += n
         inits += t
     if group != 1:
-        conv = nodes[-8]
+        conv = nodes[-8 - bn]
         conv.attribute.append(helper.make_attribute("group", group))
         inits[-4] = numpy_helper.from_array(  # weights [4, 3 / group, ...] do not fit 3 channels
             rng.normal(size=(3, 1, *kernel)).astype(np.float32), inits[-4].name)
@@ -105,14 +116,23 @@ def volume(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(3, *SHAPE)).astype(np.float32)
 
 
-@pytest.mark.parametrize("stem,shape_of_input", [(s, None) for s in sorted(STEMS)]
-                         + [("resnet_stem", "batch")])
-def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input):
-    path = write_model(tmp_path / "m.onnx", stem, shape_of_input=shape_of_input)
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """The measured depth choice is cached under RICENET_CACHE: keep it per test."""
+    monkeypatch.setenv("RICENET_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("stem,shape_of_input,depth,bn", [
+    *[(s, None, 1, False) for s in sorted(STEMS)], ("resnet_stem", "batch", 1, False),
+    *[(s, None, 2, False) for s in sorted(STEMS)], ("resnet_stem", "batch", 2, True),
+    ("uneven", None, 2, True)])
+def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input, depth, bn):
+    path = write_model(tmp_path / "m.onnx", stem, shape_of_input=shape_of_input, bn=bn)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
-    inc = IncrementalStem.open(path, threads=1)
-    assert isinstance(inc, IncrementalStem), inc
+    inc = (IncrementalStem.open(path, threads=1) if depth == 1
+           else IncrementalNetwork.open(path, threads=1, depth=depth))
+    assert isinstance(inc, IncrementalNetwork), inc
     vol = volume()
     z, y, x = SHAPE
     cubes = [((0, 1, 2), (slice(0, 4), slice(0, 4), slice(0, 4))),  # corner
@@ -130,6 +150,9 @@ def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input):
     assert np.abs(want_p - want_p[0]).max() > 1e-3  # the positions do change the answer
     np.testing.assert_allclose(got_p, want_p, atol=2e-6, rtol=0)
     np.testing.assert_allclose(got_m, want_m, atol=2e-6, rtol=0)
+    assert inc.depth == depth
+    assert inc.method == ("incremental-stem" if depth == 1 else
+                          "incremental-layers (depth 2: 4 conv/pool layers on windows)")
 
 
 @pytest.mark.parametrize("stem,cube,stride,edges", [
@@ -141,14 +164,15 @@ def test_maps_equal_plain_path(tmp_path, monkeypatch, stem, cube, stride, edges)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
     inc, method = incremental_for(model, engine)
-    assert method == "incremental-stem"
+    assert method == "incremental"  # the depth is measured on the first volume
     vol = volume(2)
     vol[:, :5] = 0.0  # a slab equal to the fill: skipped positions mix with run ones
     args = (vol, engine, SPEC.channels, (cube,) * 3, (stride,) * 3)
     kw = {"channels": "each", "edges": edges, "batch": 5, "target": "predicted"}
     plain = occlusion_maps(*args, **kw)
     fast = occlusion_maps(*args, **kw, incremental=inc)
-    assert fast.method == "incremental-stem" and plain.method == "plain"
+    assert fast.method.startswith("incremental") and plain.method == "plain"
+    assert fast.method == inc.method and inc.depth in (1, 2)
     assert fast.positions == plain.positions and fast.positions["skipped_unchanged"] > 0
     assert sorted(fast.maps) == ["all", "dose", "event", "post_op"]
     for name in plain.maps:
@@ -175,3 +199,65 @@ def test_graphs_off_the_pattern_fall_back(tmp_path, variant, reason):
     assert m.method == method
     off, label = incremental_for(model, engine, wanted=False)
     assert off is None and label == "plain (incremental off)"
+
+
+def test_depth_is_measured_and_cached(tmp_path):
+    path = write_model(tmp_path / "m.onnx", "resnet_stem", seed=3)
+    vol = volume(4)
+    cubes = [((0, 1, 2), (slice(z, z + 3), slice(4, 7), slice(2, 5))) for z in range(0, 9, 3)]
+    first = IncrementalNetwork.open(path, threads=1)
+    got = first.probabilities(vol, cubes, 0.0, batch=2)
+    assert first.depth in (1, 2) and first.costs["depth"] == [1, 2]
+    assert all(c > 0 for c in first.costs["seconds_per_position"])
+    cached = list((tmp_path / "cache" / "incremental").glob("*.json"))
+    assert len(cached) == 1
+    again = IncrementalNetwork.open(path, threads=1)  # a new runner: the cached choice, unmeasured
+    np.testing.assert_array_equal(again.probabilities(vol, cubes, 0.0, batch=2)[0], got[0])
+    assert again.depth == first.depth and again.costs == {}
+
+
+@pytest.mark.slow
+def test_resnet_every_depth_equals_whole_volumes(tmp_path):
+    """A real torch-exported ResNet-18 ensemble (residual adds, downsampling): every depth."""
+    pytest.importorskip("torch")
+    from model_fixtures import TINY_SPEC, export_tiny_model
+
+    path = export_tiny_model(tmp_path / "tiny.onnx", members=2, seed=5)
+    model = load_model(path)
+    engine = OnnxRuntimeEngine(model, threads=1)
+    split = split_stem(path)
+    assert not isinstance(split, str) and split.max_depth >= 8
+    assert {op.kind for op in split.ops} >= {"Conv", "MaxPool", "Relu", "Add"}
+    shape = TINY_SPEC.model_space.shape_zyx
+    vol = np.random.default_rng(6).normal(size=(3, *shape)).astype(np.float32)
+    z, y, x = shape
+    cubes = [((0, 1, 2), (slice(0, 4), slice(0, 4), slice(0, 4))),
+             ((0, 1, 2), (slice(z - 4, z), slice(y - 4, y), slice(x - 4, x))),
+             ((2,), (slice(10, 14), slice(12, 16), slice(x - 2, x + 2))),
+             ((0, 1), (slice(7, 11), slice(3, 7), slice(15, 19)))]
+    occluded = np.repeat(vol[None], len(cubes), axis=0)
+    for i, (chans, sl) in enumerate(cubes):
+        occluded[(i, list(chans), *sl)] = 0.0
+    want_p, want_m = engine.run(occluded)
+    assert np.abs(want_m - want_m[0]).max() > 1e-4
+    for depth in range(1, split.max_depth + 1):
+        inc = IncrementalNetwork.open(path, threads=1, depth=depth)
+        got_p, got_m = inc.probabilities(vol, cubes, 0.0, batch=3)
+        np.testing.assert_allclose(got_m, want_m, atol=2e-6, rtol=0, err_msg=f"depth {depth}")
+        np.testing.assert_allclose(got_p, want_p, atol=2e-6, rtol=0, err_msg=f"depth {depth}")
+
+
+def test_parallel_workers_give_the_same_bits(tmp_path, monkeypatch):
+    monkeypatch.setattr(incremental, "DELTA_CHUNK_POSITIONS", 4)  # several chunks per worker
+    path = write_model(tmp_path / "m.onnx", "uneven", seed=7)
+    vol = volume(8)
+    cubes = [((0, 1, 2), (slice(z, z + 3), slice(y, y + 4), slice(1, 5)))
+             for z in range(0, 9, 3) for y in range(0, 12, 4)]
+    one = IncrementalNetwork.open(path, threads=1, depth=2)
+    two = IncrementalNetwork.open(path, threads=2, depth=2)
+    assert (one.workers, two.workers) == (1, 2)
+    got_one = one.probabilities(vol, cubes, 0.5, batch=2)
+    got_two = two.probabilities(vol, cubes, 0.5, batch=2)
+    for a, b in zip(got_one, got_two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(got_two[0]) == len(cubes) and np.ptp(got_two[0][:, 0]) > 1e-4

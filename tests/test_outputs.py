@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ricecli.errors import OutputError
-from ricecli.outputs import staged_output, write_atomic
+from ricecli.outputs import check_output_dir, staged_output, write_atomic
 
 
 def test_staged_output_appears_only_on_success(tmp_path):
@@ -61,3 +61,54 @@ def test_write_atomic_keeps_extension_and_cleans_up(tmp_path):
     assert target.read_text() == "done" and len(list(tmp_path.iterdir())) == 1
     with pytest.raises(OutputError), write_atomic(target, inputs=[target]):
         pass
+
+
+def test_input_paths_knows_every_input_of_a_command(tmp_path):
+    from ricecli.outputs import input_paths
+    from ricecli.prepare import CaseInputs
+
+    case = CaseInputs(post_op=tmp_path / "p.nii", event=tmp_path / "e.nii", dose=tmp_path / "d",
+                      mask=tmp_path / "m.nii", dose_frame=tmp_path / "f.nii")
+    got = {p.name for p in input_paths(case, model=tmp_path / "x.onnx",
+                                       manifest=tmp_path / "c.csv")}
+    assert got == {"p.nii", "e.nii", "d", "m.nii", "f.nii", "x.onnx", "c.csv"}
+
+
+def test_output_file_rules(tmp_path):
+    from ricecli.outputs import check_output_file
+
+    series = tmp_path / "series"
+    series.mkdir()
+    with pytest.raises(OutputError, match="lies inside one"):
+        check_output_file(series / "r.json", [series])
+    existing = tmp_path / "r.json"
+    existing.write_text("{}")
+    with pytest.raises(OutputError, match="--overwrite"):
+        check_output_file(existing, [], overwrite=False)
+    assert check_output_file(existing, [], overwrite=True) == existing.resolve()
+
+
+def test_output_under_a_file_is_refused_with_a_fix(tmp_path):
+    from ricecli.outputs import check_output_file
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with pytest.raises(OutputError, match="which is a file, not a folder") as err:
+        check_output_dir(plain / "out", [], overwrite=False)
+    assert "Fix:" in err.value.one_line()
+    with pytest.raises(OutputError, match="which is a file"):
+        check_output_file(plain / "sub" / "r.json")
+    assert plain.read_text() == "x"
+
+
+def test_interrupt_swallowed_by_native_code_stops_the_commit(tmp_path, monkeypatch):
+    import signal
+
+    from ricecli import errors
+
+    monkeypatch.setattr(errors, "_PENDING", [int(signal.SIGTERM)])
+    with pytest.raises(errors.Interrupted), staged_output(tmp_path / "out") as stage:
+        (stage / "a.txt").write_text("x")
+    with pytest.raises(errors.Interrupted), write_atomic(tmp_path / "r.json") as tmp:
+        tmp.write_text("{}")
+    assert list(tmp_path.iterdir()) == []

@@ -285,3 +285,80 @@ def test_enhanced_multiframe_mr_is_refused_with_a_fix(tmp_path):
     ds.Modality, ds.SOPClassUID = "MR", "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR
     ds.save_as(path)
     _refused(path, "multi-frame", "dcm2niix")
+
+
+# ----------------------------------------------------------------- geometry that would misplace
+
+
+def _patched_nifti(src, dst, pixdim=None, sform=None):
+    """A copy of an uncompressed NIfTI-1 file with pixdim[1:4] or an sform (code 2) patched."""
+    import struct
+
+    raw = bytearray(src.read_bytes())
+    if pixdim is not None:
+        struct.pack_into("<3f", raw, 80, *pixdim)
+    if sform is not None:
+        struct.pack_into("<h", raw, 252, 0)  # qform_code 0: ITK would use the sform
+        struct.pack_into("<h", raw, 254, 2)
+        for i, row in enumerate(sform):
+            struct.pack_into("<4f", raw, 280 + 16 * i, *row)
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+def test_nifti_pixdim_0_is_not_read_as_1_mm(tmp_path):
+    sitk.WriteImage(scan(), str(tmp_path / "ok.nii"))
+    bad = _patched_nifti(tmp_path / "ok.nii", tmp_path / "pix0.nii", pixdim=(0.0, 0.0, 0.0))
+    _refused(bad, "pixdim", "zero")
+
+
+def test_singular_sform_says_so(tmp_path):
+    sitk.WriteImage(scan(), str(tmp_path / "ok.nii"))
+    bad = _patched_nifti(tmp_path / "ok.nii", tmp_path / "sing.nii",
+                         sform=[(1, 0, 0, 0), (1, 0, 0, 0), (0, 0, 0, 0)])
+    line = _refused(bad, "sform", "singular")
+    assert "not an image file" not in line
+
+
+def test_zero_spacing_mha_says_so(tmp_path):
+    sitk.WriteImage(scan(), str(tmp_path / "ok.mha"))
+    text = (tmp_path / "ok.mha").read_bytes()
+    start = text.index(b"ElementSpacing")
+    end = text.index(b"\n", start)
+    (tmp_path / "zero.mha").write_bytes(text[:start] + b"ElementSpacing = 0 0 0" + text[end:])
+    line = _refused(tmp_path / "zero.mha", "spacing 0x0x0")
+    assert "damaged" not in line
+
+
+def test_single_voxel_is_not_called_2d(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((1, 1, 1), np.float32)),
+                    str(tmp_path / "one.nii.gz"))
+    line = _refused(tmp_path / "one.nii.gz", "single voxel")
+    assert "2D" not in line
+
+
+def test_dicom_zero_pixel_spacing_is_refused(tmp_path):
+    folder = write_mr_series(scan(), tmp_path / "series")
+    for f in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.PixelSpacing = ["0", "0"]
+        ds.save_as(f)
+    _refused(folder, "PixelSpacing", "zero")
+
+
+def test_a_single_dicom_file_error_names_the_file(tmp_path):
+    single = write_mr_series(scan(), tmp_path / "single")
+    for f in sorted(single.glob("*.dcm"))[1:]:
+        f.unlink()
+    given = sorted(single.glob("*.dcm"))[0]
+    line = _refused(given, "single slice")
+    assert line.startswith(f"{given}: its series in {single}")
+
+
+def test_dicom_header_facts_reach_the_image(tmp_path):
+    from ricecli.dicom_read import image_facts
+
+    folder = write_mr_series(scan(), tmp_path / "series")
+    facts = image_facts(read_mr(folder))
+    assert facts["Modality"] == "MR" and facts["PatientID"] == "RICENET-SIM"
+    assert facts["StudyDate"] == "20260101" and facts["SeriesInstanceUID"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from export.to_onnx import export_ensemble
-from export.to_trt import read_onnx_meta
+from export.to_trt import attach_timing_cache, read_onnx_meta, timing_cache_bytes
 from ricecli.spec import ModelSpace, Spec
 from train.model import arch_config, build_network
 
@@ -95,13 +95,68 @@ def test_build_engine_sidecar_and_parity(onnx_models, tmp_path):
     assert side["profile"]["max"] == [4, 3, 24, 28, 24]
     assert side["tensorrt_version"] == trt.__version__
     assert side["parity"]["max_abs_diff_vs_onnxruntime"] <= FP32_PARITY_TOL
+    assert side["parity"]["engine"] == "ricecli.engine.TensorRTEngine"  # ricecli's own path
+    assert side["build"]["timing_cache_status"] == "new"
+    assert not list(tmp_path.glob(".*.build"))  # the staging folder is gone
     model = pytest.importorskip("ricecli.model")
     loaded = model.load_model(engine)
     assert loaded.format == "tensorrt" and loaded.spec == SPEC and loaded.name == "trt-test"
     side16 = convert(fp16, tmp_path / "tiny16.engine", max_batch=4, opt_batch=3,
                      timing_cache=cache)
+    assert side16["build"]["timing_cache_status"] == "loaded"
+    cache.write_bytes(b"a timing cache from another GPU")  # refused by TensorRT: rebuilt
+    side_again = convert(fp32, tmp_path / "again.engine", max_batch=4, opt_batch=3,
+                         timing_cache=cache)
+    assert side_again["build"]["timing_cache_status"] == "mismatch"
+    assert cache.stat().st_size > 100 and (tmp_path / "again.engine").is_file()
     assert side16["build"]["strongly_typed"] and side16["build"]["fp16"]
     assert side16["parity"]["max_abs_diff_vs_onnxruntime"] <= FP16_PARITY_TOL
     if int(trt.__version__.split(".")[0]) >= 11:
         with pytest.raises(InputError, match="no FP16 builder flag"):
             convert(fp32, tmp_path / "x.engine", fp16=True, max_batch=4, opt_batch=3)
+
+
+def test_timing_cache_guard_starts_fresh_when_tensorrt_refuses_the_saved_one():
+    """TensorRT's set_timing_cache returns False for a cache from another GPU or version and
+    leaves the builder without one; saving `get_timing_cache().serialize()` then raised after
+    the whole build. The guard attaches a fresh cache instead and says so."""
+    attached: list[bytes] = []
+
+    def create(data: bytes) -> bytes:  # what config.create_timing_cache is given
+        return b"fresh" if data == b"" else data
+
+    def attach(cache: bytes) -> bool:  # config.set_timing_cache(cache, ignore_mismatch=False)
+        ok = cache != b"other GPU"
+        if ok:
+            attached.append(cache)
+        return ok
+
+    assert attach_timing_cache(create, attach, b"this GPU") == (b"this GPU", "loaded")
+    assert attach_timing_cache(create, attach, b"other GPU") == (b"fresh", "mismatch")
+    assert attach_timing_cache(create, attach, b"") == (b"fresh", "new")
+    assert attached == [b"this GPU", b"fresh", b"fresh"]
+
+    def broken(data: bytes):
+        if data:
+            raise RuntimeError("not a timing cache")
+        return None
+
+    assert attach_timing_cache(broken, attach, b"garbage") == (None, "none")
+    assert timing_cache_bytes(None) == b""  # nothing to save, not an exception
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
+def test_parity_runs_through_ricecli_tensorrt_engine(onnx_models, tmp_path):
+    """The parity check opens the written engine with ricecli's TensorRTEngine: without
+    TensorRT that is ricecli's own one-line error, and no engine is left behind."""
+    from export.to_trt import trt_parity
+    from ricecli.errors import ModelError
+
+    staged = tmp_path / "x.engine"
+    staged.write_bytes(b"not an engine")
+    spec, card, _ = read_onnx_meta(onnx_models[0])
+    staged.with_name("x.engine.json").write_text(json.dumps(
+        {"ricenet.spec": spec.to_dict(), "ricenet.card": card}))
+    with pytest.raises(ModelError, match="this is a TensorRT engine but the tensorrt package "
+                                         "is missing"):
+        trt_parity(staged, onnx_models[0], spec, 1)

@@ -4,6 +4,12 @@
 majority vote (the paper) and by mean probability. --split cv: each fold's model predicts
 its own validation cases (out-of-fold). Writes RUN/eval-<split>/metrics.json and
 per_case.csv; AUC always uses the mean probability of recurrence.
+
+Calibration (when RUN/calibration.json exists): Brier score and expected calibration error
+(10 equal-width bins of p(recurrence)) with bootstrap 95 % CIs, raw and calibrated (the
+temperature applied to each member, then the mean, as ricecli does), the uncertainty rule's
+flag rate and accuracy on flagged/unflagged cases, and RUN/eval-<split>/reliability.png.
+On --split cv the temperature was fitted on these very cases (one parameter: in-sample).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from train.checkpoint import load_checkpoint
 from train.data import default_cache_dir, load_cohort, prepare_cohort, read_manifest
 from train.dist import resolve_device
 from train.metrics import binary_metrics, bootstrap_ci, confusion, majority_vote
+from train.calibrate import calibration_metrics, load_calibration, reliability_png
 
 console = Console(stderr=True)
 
@@ -84,11 +91,15 @@ def run_evaluate(run: str | Path, manifest: str | Path, split: str = "test", cac
     scored = _score(y, member, n_boot, seed)
     out_dir = run / f"eval-{split}"
     out_dir.mkdir(exist_ok=True)
-    _write_cases(out_dir / "per_case.csv", [data.case_ids[i] for i in keep], y, member, scored)
+    cal_report, per_case_cal = calibration_report(run, y, member, spec.classes, n_boot, seed,
+                                                  out_dir, split)
+    _write_cases(out_dir / "per_case.csv", [data.case_ids[i] for i in keep], y, member, scored,
+                 per_case_cal)
     result = {"split": split, "n_cases": int(len(y)), "members": len(ckpts),
               "n_recurrence": int(y.sum()), "n_rice": int(len(y) - y.sum()),
               "channels": list(spec.channels), "bootstrap": n_boot,
-              **{m: {k: v for k, v in s.items() if k != "pred"} for m, s in scored.items()}}
+              **{m: {k: v for k, v in s.items() if k != "pred"} for m, s in scored.items()},
+              "calibration": cal_report}
     tmp = out_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out_dir / "metrics.json")
@@ -97,20 +108,67 @@ def run_evaluate(run: str | Path, manifest: str | Path, split: str = "test", cac
     return result
 
 
+def calibration_report(run: Path, y: np.ndarray, member: np.ndarray, classes, n_boot: int,
+                       seed: int, out_dir: Path, split: str) -> tuple[dict | None, dict]:
+    """Brier/ECE raw vs calibrated, the uncertainty flag's figures, the reliability PNG."""
+    from ricecli.calibration import calibrate_members, uncertainty
+
+    path = run / "calibration.json"
+    raw = member.mean(axis=1)[:, 1]
+    if not path.is_file():
+        reliability_png({"raw": (raw, y)}, out_dir / "reliability.png",
+                        f"{split}: {len(y)} cases (no calibration.json)")
+        return None, {}
+    cal = load_calibration(path)
+    member_cal = calibrate_members(member, cal)
+    mean_cal = member_cal.mean(axis=1)
+    p_cal = mean_cal[:, 1]
+    flags = [uncertainty(member_cal[i], mean_cal[i], cal, tuple(classes)) for i in range(len(y))]
+    uncertain = np.array([f["uncertain"] for f in flags], bool)
+    pred = (p_cal >= 0.5).astype(int)
+    covered = [classes[int(t)] in f.get("prediction_set", []) for t, f in zip(y, flags,
+                                                                                strict=True)]
+
+    def acc(sel: np.ndarray) -> float | None:
+        return float((pred[sel] == y[sel]).mean()) if sel.any() else None
+
+    report = {
+        "calibration": {"temperature": cal.temperature, "conformal_qhat": cal.conformal_qhat,
+                        "conformal_alpha": cal.conformal_alpha, "n_oof_cases": cal.n_cases},
+        "raw": calibration_metrics(raw, y, n_boot, seed),
+        "calibrated": calibration_metrics(p_cal, y, n_boot, seed),
+        "metrics_calibrated_mean": binary_metrics(y, pred, p_cal),
+        "uncertain_fraction": float(uncertain.mean()),
+        "accuracy_certain": acc(~uncertain), "accuracy_uncertain": acc(uncertain),
+        "n_uncertain": int(uncertain.sum()),
+        "conformal_coverage": float(np.mean(covered)),
+        "mean_set_size": float(np.mean([len(f.get("prediction_set", [])) for f in flags])),
+        "in_sample": split == "cv",
+        "ece_bins": 10,
+    }
+    reliability_png({"raw": (raw, y), f"calibrated (T={cal.temperature:.2f})": (p_cal, y)},
+                    out_dir / "reliability.png", f"{split}: {len(y)} cases, {member.shape[1]} "
+                    "member(s)")
+    return report, {"p_cal": p_cal, "uncertain": uncertain}
+
+
 def _write_cases(path: Path, ids: list[str], y: np.ndarray, member: np.ndarray,
-                 scored: dict) -> None:
+                 scored: dict, cal: dict | None = None) -> None:
+    cal = cal or {}
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         m = member.shape[1]
+        extra = ["p_recurrence_calibrated", "uncertain"] if cal else []
         w.writerow(["case_id", "label", "p_recurrence_mean", "votes_recurrence", "members",
                     "pred_majority_vote", "pred_mean_probability",
-                    *[f"p_recurrence_member{k}" for k in range(m)]])
+                    *[f"p_recurrence_member{k}" for k in range(m)], *extra])
         votes = member.argmax(axis=2).sum(axis=1)
         for i, cid in enumerate(ids):
+            more = [f"{cal['p_cal'][i]:.6f}", int(cal["uncertain"][i])] if cal else []
             w.writerow([cid, int(y[i]), f"{member[i, :, 1].mean():.6f}", int(votes[i]), m,
                         int(scored["majority_vote"]["pred"][i]),
                         int(scored["mean_probability"]["pred"][i]),
-                        *[f"{p:.6f}" for p in member[i, :, 1]]])
+                        *[f"{p:.6f}" for p in member[i, :, 1]], *more])
 
 
 def _print(result: dict) -> None:
@@ -125,3 +183,18 @@ def _print(result: dict) -> None:
             cells.append(f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
         t.add_row(k, *cells)
     Console().print(t)
+    cal = result.get("calibration")
+    if cal:
+        lines = []
+        for kind in ("raw", "calibrated"):
+            c = cal[kind]
+            lines.append(f"{kind:>10}: Brier {c['brier']:.3f} [{c['ci95']['brier'][0]:.3f}, "
+                         f"{c['ci95']['brier'][1]:.3f}]  ECE {c['ece']:.3f} "
+                         f"[{c['ci95']['ece'][0]:.3f}, {c['ci95']['ece'][1]:.3f}]")
+        acc = ", ".join(f"{k} {cal[k]:.3f}" for k in ("accuracy_certain", "accuracy_uncertain")
+                        if cal[k] is not None)
+        lines.append(f"temperature {cal['calibration']['temperature']:.3f}; uncertain "
+                     f"{cal['n_uncertain']}/{result['n_cases']} ({acc}); conformal coverage "
+                     f"{cal['conformal_coverage']:.3f}"
+                     + (" (in-sample: fitted on these cases)" if cal["in_sample"] else ""))
+        Console().print("\n".join(lines))

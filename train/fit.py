@@ -3,7 +3,10 @@
 RUN/config.json the run's settings; RUN/folds.json the folds; per fold RUN/fold{k}/ holds
 best.safetensors (best validation macro F1), last.safetensors + last.state.pt (optimiser,
 epoch, history; read back with torch.load(weights_only=True)), log.csv, log.json and
-val_predictions.csv; RUN/summary.json the CV result.
+val_predictions.csv; RUN/summary.json the CV result. When every fold has its validation
+predictions, RUN/oof.csv gathers them (out-of-fold: each case scored by the fold model that
+did not train on it) and RUN/calibration.json holds the temperature and conformal threshold
+fitted on them (train/calibrate.py), which export/to_onnx.py puts into the model's spec.
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ def train_fold(ctx: FoldContext, fold: int, deadline: float, progress: Progress 
                     m["macro_f1"] == b["val_macro_f1"] and vloss < b["val_loss"]):
                 state["best"] = {"val_macro_f1": m["macro_f1"], "val_loss": vloss,
                                  "val_auc": m["auc"], "epoch": epoch + 1}
-                state["best_probs"] = probs[:, 1].tolist()
+                state["best_probs"] = probs.tolist()  # [n, 2]: p(RICE), p(recurrence)
                 if info.main:
                     save_checkpoint(fdir / "best.safetensors", net, ctx.spec, ctx.arch, fold,
                                     state["best"], config)
@@ -233,12 +236,16 @@ def _save_last(fdir: Path, net, opt, state: dict, ctx: FoldContext, fold: int, c
                                          "torch_rng": torch.get_rng_state()})
 
 
-def _write_val_predictions(fdir: Path, ctx: FoldContext, val_idx: list[int], p1: list) -> None:
+def _write_val_predictions(fdir: Path, ctx: FoldContext, val_idx: list[int], probs: list) -> None:
+    """The best epoch's validation softmax (9 significant digits: calibration recovers logits
+    from them); older resumed states hold p(recurrence) only."""
     with (fdir / "val_predictions.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case_id", "label", "p_recurrence"])
-        for i, p in zip(val_idx, p1, strict=True):
-            w.writerow([ctx.data.case_ids[i], int(ctx.data.y[i]), f"{p:.6f}"])
+        w.writerow(["case_id", "label", "p_recurrence", "p_RICE"])
+        for i, p in zip(val_idx, probs, strict=True):
+            p_rice, p_rec = (p[0], p[1]) if isinstance(p, (list, tuple)) else (1.0 - p, p)
+            w.writerow([ctx.data.case_ids[i], int(ctx.data.y[i]), f"{p_rec:.9g}",
+                        f"{p_rice:.9g}"])
 
 
 def run_fit(cfg: FitConfig) -> dict:
@@ -305,8 +312,24 @@ def _run(cfg: FitConfig, info: D.DistInfo, t_start: float) -> dict:
         "wall_s": round(time.time() - t_start, 1),
     }
     if info.main:
+        summary["calibration"] = _calibrate(out, folds["k"])
         _write_json(out / "summary.json", summary)
         console.log(f"CV macro F1 {summary['cv_macro_f1_mean']:.3f} ± "
                     f"{summary['cv_macro_f1_sd']:.3f} over {len(f1)} folds, "
                     f"{summary['wall_s']} s -> {out}")
     return summary
+
+
+def _calibrate(out: Path, k: int) -> dict | None:
+    """Fit the OOF calibration once every fold has validation predictions (else None)."""
+    from train.calibrate import calibrate_run
+
+    if not all((out / f"fold{f}" / "val_predictions.csv").is_file() for f in range(k)):
+        console.log("calibration: not every fold has validation predictions yet; skipped")
+        return None
+    record = calibrate_run(out)
+    t, o = record["calibration"]["temperature"], record["oof"]
+    console.log(f"calibration on {o['n_cases']} out-of-fold cases: temperature {t:.3f}, "
+                f"NLL {o['nll_raw']:.3f} -> {o['nll_calibrated']:.3f}, ECE {o['ece_raw']:.3f} "
+                f"-> {o['ece_calibrated']:.3f} -> {out / 'calibration.json'}")
+    return record

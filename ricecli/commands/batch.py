@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ricecli.commands.classify import DeviceOpt, ModelOpt
+from ricecli.commands.classify import AcceptQaOpt, DeviceOpt, ModelOpt
 
 
 def command(
@@ -29,12 +29,18 @@ def command(
         "appended; the last row of a case counts).")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    accept_qa_failure: AcceptQaOpt = False,
 ) -> None:
-    """Classify many cases; a failing case is recorded with its error and the rest go on."""
+    """Classify many cases; a failing case is recorded with its error and the rest go on.
+
+    Exit code 0 when a case of this run got a label (or none was left to run); when every
+    case failed: 3 if any failed QA, else 1 if any internal error, else 2.
+    """
     from rich.console import Console
 
     from ricecli.batch import (
         ResultsWriter,
+        exit_code,
         finished_cases,
         parse_shard,
         read_manifest,
@@ -45,20 +51,29 @@ def command(
     from ricecli.engine import open_engine, physical_cores
     from ricecli.errors import RicenetError
     from ricecli.model import load_model
+    from ricecli.outputs import check_output_file, check_writable, input_paths, refuse_inputs
     from ricecli.progress import progress_bar
 
     if jobs < 1:
         raise RicenetError("--jobs must be at least 1", fix="e.g. --jobs 2")
     console = Console()
-    cases = select_shard(read_manifest(manifest), parse_shard(shard))
+    all_cases = read_manifest(manifest)
+    cases = select_shard(all_cases, parse_shard(shard))
+    # the manifest, every file it names and the model: no output may be, hold or lie in one
+    in_paths = input_paths(model=model, manifest=manifest, cases=all_cases)
+    check_output_file(out, in_paths, overwrite=True, option="--out")  # appended to: resume
+    root = None
+    if explain:
+        root = explain_dir or out.with_name(out.stem + "_explain")
+        refuse_inputs(root.expanduser().resolve(), in_paths, "folder", "--explain-dir")
+        check_writable(root.expanduser().resolve(), "--explain-dir")
     writer = ResultsWriter(out)
     done = finished_cases(out, retry_failed)
     todo = [c for c in cases if c.case_id not in done]
     loaded = load_model(model)
     open_engine(loaded, device)  # fail fast on a bad model or device, before any case runs
-    explain_settings = root = None
+    explain_settings = None
     if explain:
-        root = explain_dir or out.with_name(out.stem + "_explain")
         root.mkdir(parents=True, exist_ok=True)
         explain_settings = {}
     console.print(f"{len(cases)} case(s) in this shard, {len(cases) - len(todo)} already in "
@@ -66,17 +81,31 @@ def command(
                   f"{loaded.version}")
     threads = max(1, physical_cores() // jobs) if jobs > 1 else None
     init = (str(loaded.path), device, threads, explain_settings,
-            None if root is None else str(root))
+            None if root is None else str(root), accept_qa_failure)
     rows = []
     with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(todo))
         for row in run_cases(todo, jobs, init):
             writer.append(row)
             rows.append(row)
-            if row["status"] != "ok":
-                bar.console.print(f"[red]{row['case_id']} failed:[/] {row['error']}")
+            if row["status"] == "qa_fail":
+                bar.console.print(f"[red]{row['case_id']} QA failed, no label:[/] "
+                                  f"{row['qa_reasons']}", highlight=False)
+            elif row["status"] != "ok":
+                bar.console.print(f"[red]{row['case_id']} failed:[/] {row['error']}",
+                                  highlight=False)
+            elif row.get("qa_verdict") == "warn":
+                bar.console.print(f"[yellow]{row['case_id']} QA warn:[/] {row['qa_reasons']}",
+                                  highlight=False)
             bar.advance(task)
     summary = summarise(rows)
     acc = f", accuracy {summary['accuracy']:.3f} on {summary['labelled']} labelled" \
         if "accuracy" in summary else ""
-    console.print(f"done: {summary['ok']} ok, {summary['failed']} failed{acc}; results in {out}")
+    qa_fail = f" ({summary['qa_fail']} of them failed QA, no label)" \
+        if summary.get("qa_fail") else ""
+    console.print(f"done: {summary['ok']} ok, {summary['failed']} failed{qa_fail}{acc}; "
+                  f"results in {out}")
+    code = exit_code(rows)
+    if code:
+        console.print(f"every case of this run failed: exit code {code}")
+        raise typer.Exit(code)

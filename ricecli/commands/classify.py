@@ -8,33 +8,46 @@ from typing import Annotated
 import typer
 
 # The case options are `prepare`'s own (same names, same help); `explain` imports them here.
-from ricecli.commands.prepare import DoseOpt, DoseUnitOpt, MaskOpt, T1Opt
+from ricecli.commands.prepare import (
+    BrainExtractionOpt,
+    DoseOpt,
+    DoseUnitOpt,
+    MaskOpt,
+    T1Opt,
+    one_dose,
+)
 from ricecli.commands.prepare import FractionsOpt as DoseFractionsOpt
 from ricecli.commands.prepare import FrameOpt as DoseFrameOpt
 from ricecli.commands.prepare import RelativeOpt as DoseRelScaleOpt
-from ricecli.errors import RicenetError
+from ricecli.errors import EXIT_QA_FAILED, RicenetError
 
-__all__ = ["DeviceOpt", "DoseFractionsOpt", "DoseFrameOpt", "DoseOpt", "DoseRelScaleOpt",
-           "DoseUnitOpt", "MaskOpt", "ModelOpt", "T1Opt", "case_inputs", "command"]
+__all__ = ["BrainExtractionOpt", "DeviceOpt", "DoseFractionsOpt", "DoseFrameOpt", "DoseOpt",
+           "DoseRelScaleOpt", "DoseUnitOpt", "MaskOpt", "ModelOpt", "T1Opt", "case_inputs",
+           "command"]
 
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="ricenet ONNX model or TensorRT .engine (default: the shipped model).")]
+AcceptQaOpt = Annotated[bool, typer.Option(
+    "--accept-qa-failure", help="Give the label even when QA fails (marked as such in the JSON "
+    "and on screen); without it a failed case gets no label and exit code 3.")]
 DeviceOpt = Annotated[str, typer.Option(
-    "--device", help="auto (fastest available), cpu or cuda.")]
+    "--device", help="auto (CUDA when it loads, else CPU), cpu, cuda or tensorrt.")]
 
 
-def case_inputs(t1: list[Path], dose: Path, mask: Path | None, dose_unit: str,
+def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None, dose_unit: str,
                 dose_fractions: int | None, dose_relative_scale: float | None,
-                dose_frame: Path | None):
+                dose_frame: Path | None, brain_extraction: bool = True):
     """CaseInputs from the command-line options (two --t1: post-op first, then event)."""
     from ricecli.prepare import CaseInputs
 
     if len(t1) != 2:
         raise RicenetError(f"--t1 was given {len(t1)} time(s), it needs exactly 2",
                            fix="pass --t1 POSTOP --t1 EVENT (post-op scan first)")
-    return CaseInputs(post_op=t1[0], event=t1[1], dose=dose, mask=mask, dose_unit=dose_unit,
+    return CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
+                      dose_unit=dose_unit,
                       dose_fractions=dose_fractions, dose_frame=dose_frame,
-                      dose_relative_scale_gy=dose_relative_scale)
+                      dose_relative_scale_gy=dose_relative_scale,
+                      brain_extraction=brain_extraction)
 
 
 def command(
@@ -47,18 +60,21 @@ def command(
     save_prepared: Annotated[Path | None, typer.Option(
         "--save-prepared", help="Also write the prepared model-space channels here.")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --save-prepared folder.")] = False,
+        "--overwrite", help="Replace an existing --json file or --save-prepared folder.")] = False,
+    accept_qa_failure: AcceptQaOpt = False,
     mask: MaskOpt = None,
     dose_unit: DoseUnitOpt = "Gy",
     dose_fractions: DoseFractionsOpt = None,
     dose_relative_scale: DoseRelScaleOpt = None,
     dose_frame: DoseFrameOpt = None,
+    brain_extraction: BrainExtractionOpt = True,
 ) -> None:
     """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
     from rich.console import Console
 
     from ricecli.engine import describe, open_engine
     from ricecli.model import load_model
+    from ricecli.outputs import check_output_dir, input_paths
     from ricecli.report import (
         check_output_file,
         classify_case,
@@ -68,24 +84,25 @@ def command(
     )
 
     inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                         dose_frame)
+                         dose_frame, brain_extraction)
+    in_paths = input_paths(inputs, model=model)  # every input: no output may touch one
     # fail before the slow part, not after it
     if json_out is not None and json_out != Path("-"):
-        check_output_file(json_out, inputs.paths())
+        check_output_file(json_out, in_paths, overwrite)
     if save_prepared is not None:
-        from ricecli.outputs import check_output_dir
-
-        check_output_dir(save_prepared, inputs.paths(), overwrite)
+        check_output_dir(save_prepared, in_paths, overwrite, option="--save-prepared")
     loaded = load_model(model)
     engine = open_engine(loaded, device)
     console = Console(stderr=json_out == Path("-"))
     console.print(f"engine: {describe(engine)}")
     with console.status("preparing the case (read, register, resample) and classifying"):
         result = classify_case(inputs, loaded, engine, save_prepared=save_prepared,
-                               overwrite=overwrite)
+                               overwrite=overwrite, accept_qa_failure=accept_qa_failure)
     print_summary(result, console)
     if json_out == Path("-"):
         typer.echo(to_json(result), nl=False)
     elif json_out is not None:
-        write_text_atomic(json_out, to_json(result), inputs=inputs.paths())
+        write_text_atomic(json_out, to_json(result), inputs=in_paths, overwrite=overwrite)
         console.print(f"result written to {json_out}")
+    if result["label"] is None:  # QA failed: the JSON says why, the exit code says so
+        raise typer.Exit(EXIT_QA_FAILED)

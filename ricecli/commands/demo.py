@@ -50,20 +50,21 @@ def command(
     from ricecli.engine import describe, open_engine
     from ricecli.explain import OcclusionSettings, explain_case, rich_progress, write_explain
     from ricecli.model import load_model
-    from ricecli.outputs import check_output_dir, staged_output
+    from ricecli.outputs import check_output_dir, input_paths, staged_output
     from ricecli.prepare import CaseInputs
-    from ricecli.report import classify_case, to_json
+    from ricecli.report import classify_case, qa_line, to_json
     from ricecli.simulate.cohort import write_case
 
     console = Console(stderr=True)
     start = time.perf_counter()
-    check_output_dir(out, [], overwrite)
+    in_paths = input_paths(model=model)
+    check_output_dir(out, in_paths, overwrite)
     loaded = load_model(model)
     engine = open_engine(loaded, device)
     console.print(f"model: {loaded.name} {loaded.version} ({loaded.path.name}); "
                   f"engine: {describe(engine)}")
     rows = []
-    with staged_output(out, [], overwrite) as stage:
+    with staged_output(out, in_paths, overwrite) as stage:
         with console.status("simulating one RICE and one recurrence case"):
             cases = clear_case_of_each_class(seed)
         for sim in cases:
@@ -74,12 +75,16 @@ def command(
             with console.status(f"{sim.case_id}: preparing and classifying"):
                 result = classify_case(inputs, loaded, engine, keep_case=True)
             prepared = result.pop("_case")
-            update, bar = rich_progress(f"{sim.case_id}: occlusion map")
-            with bar:
-                explained = explain_case(prepared, loaded, engine, OcclusionSettings(),
-                                         progress=update)
-            (folder / "explain").mkdir()
-            write_explain(explained, prepared, folder / "explain", loaded.spec.classes)
+            explained = None
+            if result["label"] is None:  # QA failed: no label, nothing to explain
+                console.print(f"[red]{sim.case_id}: {qa_line(result)}[/]", highlight=False)
+            else:
+                update, bar = rich_progress(f"{sim.case_id}: occlusion map")
+                with bar:
+                    explained = explain_case(prepared, loaded, engine, OcclusionSettings(),
+                                             progress=update)
+                (folder / "explain").mkdir()
+                write_explain(explained, prepared, folder / "explain", loaded.spec.classes)
             result["truth"] = {"label": sim.label, "p_recurrence": sim.truth["p_recurrence"],
                                "lesion_site": sim.truth["lesion"]["site"],
                                "lesion_centre_event_mm": sim.truth["lesion"]["centre_event_mm"]}
@@ -87,21 +92,24 @@ def command(
             rows.append((sim, result, explained))
         summary = [{"case_id": sim.case_id, "truth": sim.label,
                     "ideal_p_recurrence": sim.truth["p_recurrence"], "predicted": res["label"],
-                    "p_recurrence": res["probabilities"]["recurrence"],
-                    "peak_event_mm": list(exp.peak_mm)} for sim, res, exp in rows]
+                    "p_recurrence": _p_recurrence(res), "qa_verdict": res["qa"].get("verdict"),
+                    "peak_event_mm": None if exp is None else list(exp.peak_mm)}
+                   for sim, res, exp in rows]
         (stage / "demo.json").write_text(json.dumps(
             {"cases": summary, "seconds": round(time.perf_counter() - start, 1),
              "model": loaded.summary()}, indent=2, default=str) + "\n")
 
     table = Table(title="ricenet demo (simulated cases; research use only)")
     for col in ("case", "truth", "ideal p(rec)", "predicted", "p(rec)", "votes RICE:rec",
-                "peak (LPS mm)"):
+                "peak (LPS mm)", "QA"):
         table.add_column(col)
     for sim, res, exp in rows:
-        votes = ":".join(str(v) for v in res["votes"].values())
-        table.add_row(sim.case_id, sim.label, f"{sim.truth['p_recurrence']:.2f}", res["label"],
-                      f"{res['probabilities']['recurrence']:.3f}", votes,
-                      " ".join(f"{v:.0f}" for v in exp.peak_mm))
+        p_rec = _p_recurrence(res)
+        votes = ":".join(str(v) for v in (res["votes"] or {}).values()) or "-"
+        table.add_row(sim.case_id, sim.label, f"{sim.truth['p_recurrence']:.2f}",
+                      res["label"] or "no label", "-" if p_rec is None else f"{p_rec:.3f}",
+                      votes, "-" if exp is None else " ".join(f"{v:.0f}" for v in exp.peak_mm),
+                      str(res["qa"].get("verdict")))
     Console().print(table)
     console.print(
         "truth is the simulator's label; 'ideal p(rec)' is the probability an ideal classifier "
@@ -114,3 +122,9 @@ def command(
         "(post_op.nii.gz, event.nii.gz, dose.nii.gz), result.json and explain/ "
         "(occlusion.nii.gz on the event scan's grid, overview.png). Open event.nii.gz with "
         "explain/occlusion.nii.gz as an overlay in 3D Slicer or ITK-SNAP.")
+
+
+def _p_recurrence(result: dict) -> float | None:
+    """p(recurrence) of a result, None when QA failed and no answer was given."""
+    probs = result.get("probabilities")
+    return None if probs is None else probs["recurrence"]

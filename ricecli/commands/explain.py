@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ricecli.commands.classify import (
+    AcceptQaOpt,
+    BrainExtractionOpt,
     DeviceOpt,
     DoseFractionsOpt,
     DoseFrameOpt,
@@ -59,40 +61,67 @@ def command(
     dose_fractions: DoseFractionsOpt = None,
     dose_relative_scale: DoseRelScaleOpt = None,
     dose_frame: DoseFrameOpt = None,
+    brain_extraction: BrainExtractionOpt = True,
+    accept_qa_failure: AcceptQaOpt = False,
 ) -> None:
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
 
     from ricecli.engine import describe, open_engine
+    from ricecli.errors import EXIT_QA_FAILED
     from ricecli.explain import explain_case, rich_progress, write_explain
     from ricecli.model import load_model
-    from ricecli.outputs import staged_output
+    from ricecli.outputs import check_output_dir, input_paths, staged_output
     from ricecli.prepare import prepare_case
+    from ricecli.report import qa_line
 
     settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
                                  channels=channels, target=target, batch=batch, region=region,
                                  edges=edges, incremental=incremental).check()
     inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                         dose_frame)
+                         dose_frame, brain_extraction)
+    # every input (--dose-frame and --model too): --out may not be, hold or lie in one
+    in_paths = input_paths(inputs, model=model)
+    check_output_dir(out, in_paths, overwrite)  # fail before the slow part
     loaded = load_model(model)
     engine = open_engine(loaded, device)
     console = Console(stderr=True)
     console.print(f"engine: {describe(engine)}")
-    in_paths = [p for p in (*t1, dose, mask) if p is not None]
+    inputs_record = {"post_op": str(inputs.post_op), "event": str(inputs.event),
+                     "dose": str(inputs.dose), "mask": None if mask is None else str(mask),
+                     "dose_frame": None if dose_frame is None else str(dose_frame)}
     with staged_output(out, in_paths, overwrite) as staging:
         t0 = time.perf_counter()
         with console.status("preparing the case (read, register, resample)"):
             case = prepare_case(inputs, loaded.spec)
         t_prepare = time.perf_counter() - t0
-        update, bar = rich_progress("occluding")
-        with bar:
-            result = explain_case(case, loaded, engine, settings, progress=update)
-        record = write_explain(result, case, staging, loaded.spec.classes, extra={
-            "model": loaded.summary(), "engine": describe(engine),
-            "inputs": {"post_op": str(t1[0]), "event": str(t1[1]), "dose": str(dose),
-                       "mask": None if mask is None else str(mask)},
-            "prepare_s": round(t_prepare, 3), "qa": getattr(case, "qa", {}),
-        })
+        failed = case.qa.get("verdict") == "fail"
+        if failed and not accept_qa_failure:  # no answer, so nothing to explain: say why
+            import json
+
+            (staging / "explain.json").write_text(json.dumps(
+                {"label": None, "qa": case.qa, "inputs": inputs_record,
+                 "model": loaded.summary(), "prepare_s": round(t_prepare, 3)},
+                indent=2, default=str) + "\n")
+        else:
+            update, bar = rich_progress("occluding")
+            with bar:
+                result = explain_case(case, loaded, engine, settings, progress=update)
+            record = write_explain(result, case, staging, loaded.spec.classes, extra={
+                "model": loaded.summary(), "engine": describe(engine),
+                "inputs": inputs_record, "prepare_s": round(t_prepare, 3),
+                "qa": getattr(case, "qa", {}),
+                **({"label_despite_qa_failure": True} if failed else {}),
+            })
+    if failed and not accept_qa_failure:
+        console.print(f"[bold red]{qa_line({'qa': case.qa})}[/] (explain.json in {out})",
+                      highlight=False)
+        raise typer.Exit(EXIT_QA_FAILED)
+    if failed:
+        console.print(f"[bold red]QA failed; maps made anyway (--accept-qa-failure), do not "
+                      f"trust them:[/] {'; '.join(case.qa.get('reasons', []))}", highlight=False)
+    for line in _qa_lines(case.qa):
+        console.print(line, highlight=False)
     pos = record["positions"]
     console.print(
         f"p({result.target}) = {record['target_probability']:.3f}; "
@@ -101,3 +130,10 @@ def command(
         f"brain skipped), {record['volumes_per_s']} volumes/s; peak at LPS "
         f"({', '.join(f'{v:.1f}' for v in result.peak_mm)}) mm")
     console.print(f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)")
+
+
+def _qa_lines(qa: dict) -> list[str]:
+    """The QA verdict and every note, for the console (qa.json holds nothing unseen)."""
+    from ricecli.qa import summary_lines
+
+    return summary_lines(qa)

@@ -12,7 +12,8 @@ from ricecli.errors import RicenetError
 
 T1Opt = Annotated[list[Path], typer.Option(
     "--t1", help="T1c scans: first the post-operative (planning) scan, then the event scan.")]
-DoseOpt = Annotated[Path, typer.Option(
+# a list, so that a repeated --dose is refused (a plain option would silently keep the last)
+DoseOpt = Annotated[list[Path], typer.Option(
     "--dose", help="RT dose: DICOM RTDOSE (file or folder) or an image file in Gy.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder (must be new or empty).")]
 MaskOpt = Annotated[Path | None, typer.Option(
@@ -26,9 +27,24 @@ RelativeOpt = Annotated[float | None, typer.Option(
 FrameOpt = Annotated[Path | None, typer.Option(
     "--dose-frame", help="Image (planning CT or MR) whose frame the dose is defined in, when "
     "that is not the post-op scan's.")]
+BrainExtractionOpt = Annotated[bool, typer.Option(
+    "--brain-extraction/--no-brain-extraction", help="Find the brain of a skull-on scan "
+    "(deepbet, shipped; skull-stripped scans and --mask need none). Off: the template's brain "
+    "mask, and registration of the whole head (less stable, QA warns).")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace an existing non-empty output folder.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="Model space: edge (3 mm) or paper.")]
+
+
+def one_dose(dose: list[Path] | Path) -> Path:
+    """The single --dose path; a repeated --dose is a usage error, not 'the last one wins'."""
+    if isinstance(dose, Path):
+        return dose
+    if len(dose) != 1:
+        raise RicenetError(f"--dose was given {len(dose)} times ({', '.join(map(str, dose))}), "
+                           "it takes exactly one dose", fix="pass --dose once: the plan's dose "
+                           "in Gy (RTDOSE or image file)")
+    return dose[0]
 
 
 def summary_lines(qa: dict, seconds: float) -> list[str]:
@@ -43,7 +59,9 @@ def summary_lines(qa: dict, seconds: float) -> list[str]:
                  f"brain, covers {dose['coverage_of_brain']:.0%} of it")
     times = ", ".join(f"{k} {v:.2f} s" for k, v in qa["timings_s"].items())
     lines.append(f"time: {times}; total {seconds:.2f} s")
-    return lines
+    from ricecli.qa import summary_lines as qa_lines
+
+    return lines + qa_lines(qa)
 
 
 def command(
@@ -55,6 +73,7 @@ def command(
     dose_fractions: FractionsOpt = None,
     dose_relative_scale: RelativeOpt = None,
     dose_frame: FrameOpt = None,
+    brain_extraction: BrainExtractionOpt = True,
     overwrite: OverwriteOpt = False,
     preset: PresetOpt = "edge",
 ) -> None:
@@ -66,23 +85,25 @@ def command(
                            fix="pass --t1 POSTOP --t1 EVENT (post-operative scan first)")
     from rich.console import Console
 
-    from ricecli.outputs import check_output_dir, staged_output
+    from ricecli.outputs import check_output_dir, input_paths, staged_output
     from ricecli.prepare import CaseInputs, prepare_case, write_prepared
     from ricecli.spec import PRESETS
 
     if preset not in PRESETS:
         raise RicenetError(f"unknown preset {preset!r}", fix=f"use one of {sorted(PRESETS)}")
-    inputs = CaseInputs(post_op=t1[0], event=t1[1], dose=dose, mask=mask, dose_unit=dose_unit,
-                        dose_fractions=dose_fractions, dose_frame=dose_frame,
-                        dose_relative_scale_gy=dose_relative_scale)
-    check_output_dir(out, inputs.paths(), overwrite)  # fail before the slow part
+    inputs = CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
+                        dose_unit=dose_unit, dose_fractions=dose_fractions,
+                        dose_frame=dose_frame, dose_relative_scale_gy=dose_relative_scale,
+                        brain_extraction=brain_extraction)
+    in_paths = input_paths(inputs)
+    check_output_dir(out, in_paths, overwrite)  # fail before the slow part
     case = prepare_case(inputs, PRESETS[preset])
     case.qa["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
-    with staged_output(out, inputs.paths(), overwrite) as stage:
+    with staged_output(out, in_paths, overwrite) as stage:
         write_prepared(case, stage)
     console = Console()
     console.print(f"[bold]prepared[/bold] {out} ({preset} model space)")
     for line in summary_lines(case.qa, time.perf_counter() - t0):
         console.print(f"  {line}", highlight=False)
-    for warning in case.qa["warnings"]:
-        console.print(f"  [yellow]warning:[/yellow] {warning}", highlight=False)
+    if case.qa.get("verdict") == "fail":  # the channels are written for inspection, exit 3
+        raise typer.Exit(3)

@@ -30,6 +30,9 @@ def command(
     hypofractionated_fraction: Annotated[float, typer.Option(
         "--hypofractionated-fraction", help="Share of 40.05 Gy/15 fx plans (rest 60 Gy/30 fx).")
     ] = 0.3,
+    skull_on_share: Annotated[float, typer.Option(
+        "--skull-on-share", help="Share of patients scanned skull-on (scalp, skull, neck; both "
+        "visits); the rest skull-stripped.")] = 0.5,
     voxel_scale: Annotated[float, typer.Option(
         "--voxel-scale", help="Multiply native voxel sizes (2: small, fast test cohorts).")] = 1.0,
     overwrite: Annotated[bool, typer.Option(
@@ -53,6 +56,9 @@ def command(
         if not 0.0 < value < 1.0:
             raise RicenetError(f"{name} must lie strictly between 0 and 1, got {value}",
                                fix=f"pass e.g. {name} 0.5")
+    if not 0.0 <= skull_on_share <= 1.0:
+        raise RicenetError(f"--skull-on-share must lie in [0, 1], got {skull_on_share}",
+                           fix="pass e.g. --skull-on-share 0.5 (0: all skull-stripped)")
     if not 0.0 <= test_fraction < 1.0:
         raise RicenetError(f"--test-fraction must lie in [0, 1), got {test_fraction}",
                            fix="pass e.g. --test-fraction 0.15")
@@ -61,7 +67,7 @@ def command(
                            fix="pass 1 (scanner-like) or 2 (fast)")
     config = SimConfig(difficulty=difficulty, recurrence_fraction=recurrence_fraction,
                        hypofractionated_fraction=hypofractionated_fraction,
-                       voxel_scale=voxel_scale, fmt=fmt)
+                       voxel_scale=voxel_scale, fmt=fmt, skull_on_share=skull_on_share)
     console = Console(stderr=True)
     counts: Counter = Counter()
     with staged_output(out, inputs=(), overwrite=overwrite) as stage:
@@ -76,6 +82,8 @@ def command(
             rows = generate_cohort(stage, n, seed, config, jobs=jobs, test_fraction=test_fraction,
                                    on_case=tick)
     splits = Counter(r["split"] for r in rows)
+    skull_on = sum(int(r["skull_on"]) for r in rows)
     console.print(f"wrote {n} cases to {out} (RICE {counts['RICE']}, recurrence "
-                  f"{counts['recurrence']}; cv {splits['cv']}, test {splits['test']}); "
+                  f"{counts['recurrence']}; cv {splits['cv']}, test {splits['test']}; "
+                  f"skull-on {skull_on}); "
                   f"manifest: {out / 'manifest.csv'}")

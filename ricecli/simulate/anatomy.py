@@ -110,12 +110,12 @@ def build_anatomy(rng: np.random.Generator, spacing_mm: float, warp_mm: float) -
 
     t1, gm, wm = warp(tpl.t1), warp(tpl.gm), warp(tpl.wm)
     brain = ndimage.binary_fill_holes(t1 > 0.2)
-    depth = ndimage.distance_transform_edt(brain, sampling=spacing_mm).astype(np.float32)
+    depth = distance_to(~brain, spacing_mm)
     x, y, z = grid_coords(grid)
     central = (np.abs(x) < 32) & (np.abs(y - 20) < 45) & (z > -15) & (z < 35)
     ventricles = brain & (t1 < 0.45) & (gm < 0.35) & (depth > 12) & central
     ventricles = ndimage.binary_opening(ventricles, iterations=1)
-    dist_v = ndimage.distance_transform_edt(~ventricles, sampling=spacing_mm).astype(np.float32)
+    dist_v = distance_to(ventricles, spacing_mm)
     bs = (
         ((x - BRAINSTEM_CENTRE_MM[0]) / BRAINSTEM_SEMI_AXES_MM[0]) ** 2
         + ((y - BRAINSTEM_CENTRE_MM[1]) / BRAINSTEM_SEMI_AXES_MM[1]) ** 2
@@ -133,6 +133,18 @@ def build_anatomy(rng: np.random.Generator, spacing_mm: float, warp_mm: float) -
         dist_outside_mm=depth,
         deformation=params,
     )
+
+
+def distance_to(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Euclidean distance (mm, float32) from every voxel to the nearest voxel of `mask` (0 on it;
+    1e4 where the mask is empty). ITK's Maurer map: scipy's EDT values, ~2x faster."""
+    if not mask.any():
+        return np.full(mask.shape, 1e4, np.float32)
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.SetSpacing([float(spacing_mm)] * 3)
+    dist = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                        useImageSpacing=True)
+    return np.maximum(sitk.GetArrayFromImage(dist), 0).astype(np.float32, copy=False)
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple, sigma_vox: float) -> np.ndarray:

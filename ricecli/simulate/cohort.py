@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from ricecli.simulate import risk
 from ricecli.simulate.anatomy import Anatomy, build_anatomy, smooth_noise
+from ricecli.simulate.head import Head, build_head
 from ricecli.simulate.lesion import Lesion, make_lesion
 from ricecli.simulate.scanner import (
     acquire,
@@ -38,7 +39,7 @@ MANIFEST_COLUMNS = (
     "case_id", "post_op", "event", "dose", "label", "split", "dose_unit", "dose_fractions",
     "lesion_mask", "truth", "lesion_x_mm", "lesion_y_mm", "lesion_z_mm", "lesion_site",
     "solidity", "multifocal", "regimen", "prescription_gy", "fractions", "p_recurrence",
-    "difficulty", "format", "seed",
+    "difficulty", "format", "seed", "skull_on", "brain_mask",
 )
 
 
@@ -55,6 +56,7 @@ class SimConfig:
     warp_mm: float = 2.5
     background_noise: bool = False
     fmt: str = "nifti"
+    skull_on_share: float = 0.5  # share of patients scanned skull-on (both visits)
 
     def __post_init__(self) -> None:
         if self.difficulty not in DIFFICULTIES:
@@ -63,6 +65,8 @@ class SimConfig:
             raise ValueError(f"format must be one of {FORMATS}")
         if not 0.0 < self.recurrence_fraction < 1.0:
             raise ValueError("recurrence_fraction must lie strictly between 0 and 1")
+        if not 0.0 <= self.skull_on_share <= 1.0:
+            raise ValueError("skull_on_share must lie in [0, 1]")
 
 
 @dataclass
@@ -75,6 +79,7 @@ class SimulatedCase:
     event: sitk.Image  # int16, event native grid
     dose_gy: sitk.Image  # float32 Gy on the planning grid, post-op world frame
     lesion_mask: sitk.Image  # uint8 on the event grid
+    brain_mask: sitk.Image  # uint8 on the event grid: the true brain (what extraction should find)
     truth: dict
 
 
@@ -85,6 +90,11 @@ def case_id(index: int) -> str:
 def case_rng(seed: int, index: int) -> np.random.Generator:
     """An independent stream per case (so --jobs and --n do not change a case)."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def head_rng(seed: int, index: int) -> np.random.Generator:
+    """The head's own stream: skull on or off, and the scalp, change nothing else in a case."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 1]))
 
 
 def _image(arr: np.ndarray, grid: sitk.Image) -> sitk.Image:
@@ -153,18 +163,30 @@ def simulate_case(index: int, seed: int, config: SimConfig = SimConfig()) -> Sim
 
     post_arr, post_params = post_op_image(rng, anat, res)
     event_arr, event_params = event_image(rng, anat, res, lesion)
+    hrng = head_rng(seed, index)
+    head: Head | None = build_head(hrng, anat) if hrng.random() < config.skull_on_share else None
+    corners = None if head is None else head.corners_mm
     (r_post, t_post), (r_event, t_event) = visit_poses(rng, config.difficulty)
-    acq_post = sample_acquisition(rng, anat, r_post, t_post, config.difficulty, config.voxel_scale)
+    acq_post = sample_acquisition(rng, anat, r_post, t_post, config.difficulty, config.voxel_scale,
+                                  corners)
     acq_event = sample_acquisition(rng, anat, r_event, t_event, config.difficulty,
-                                   config.voxel_scale)
-    post_op = acquire(rng, _image(post_arr, anat.grid), acq_post, config.background_noise)
-    event = acquire(rng, _image(event_arr, anat.grid), acq_event, config.background_noise)
-    dose = to_grid(_image(plan.dose_gy, anat.grid), dose_grid(rng, anat, acq_post.pose),
-                   acq_post.pose)
+                                   config.voxel_scale, corners)
+
+    def scan(arr: np.ndarray) -> sitk.Image:
+        return _image(arr, anat.grid) if head is None else head.image(arr)
+
+    planning_grid = dose_grid(rng, anat, acq_post.pose)  # drawn before the noise, whose
+    # amount depends on the head: then skull on or off changes nothing else in the case
+    noisy_air = config.background_noise or head is not None  # skull-on: air as scanners write it
+    post_op = acquire(rng, scan(post_arr), acq_post, noisy_air)
+    event = acquire(rng, scan(event_arr), acq_event, noisy_air)
+    dose = to_grid(_image(plan.dose_gy, anat.grid), planning_grid, acq_post.pose)
     mask = sitk.GetImageFromArray(lesion.mask.astype(np.uint8))
     mask.CopyInformation(anat.grid)
     mask = sitk.Resample(mask, acq_event.grid, acq_event.pose, sitk.sitkNearestNeighbor, 0,
                          sitk.sitkUInt8)
+    brain = sitk.Cast(to_grid(_image(anat.brain, anat.grid), acq_event.grid, acq_event.pose)
+                      > 0.5, sitk.sitkUInt8)  # linear, then > 0.5: smoother than nearest
     inv_event = acq_event.pose.GetInverse()
     centre_event = inv_event.TransformPoint([float(v) for v in lesion.centre_mm])
 
@@ -217,13 +239,15 @@ def simulate_case(index: int, seed: int, config: SimConfig = SimConfig()) -> Sim
             "dose_grid_spacing_mm": list(dose.GetSpacing()),
         },
         "anatomy": anat.deformation,
+        "skull_on": head is not None,
+        "head": None if head is None else head.params,
         "post_op_scan": acq_truth(acq_post),
         "event_scan": acq_truth(acq_event),
         "config": asdict(config),
         "seed": seed,
         "index": index,
     }
-    return SimulatedCase(case_id(index), label, post_op, event, dose, mask, truth)
+    return SimulatedCase(case_id(index), label, post_op, event, dose, mask, brain, truth)
 
 
 def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
@@ -250,6 +274,7 @@ def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
         sitk.WriteImage(case.event, str(folder / names["event"]), True)
         sitk.WriteImage(case.dose_gy, str(folder / names["dose"]), True)
     sitk.WriteImage(case.lesion_mask, str(folder / "event_lesion_mask.nii.gz"), True)
+    sitk.WriteImage(case.brain_mask, str(folder / "event_brain_mask.nii.gz"), True)
     (folder / "truth.json").write_text(json.dumps(case.truth, indent=1))
     t = case.truth
     x, y, z = t["lesion"]["centre_event_mm"]
@@ -275,6 +300,8 @@ def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
         "difficulty": t["config"]["difficulty"],
         "format": fmt,
         "seed": t["seed"],
+        "skull_on": int(t["skull_on"]),
+        "brain_mask": str(rel / "event_brain_mask.nii.gz"),
     }
 
 

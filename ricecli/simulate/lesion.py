@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
-from ricecli.simulate.anatomy import Anatomy, smooth_noise
+from ricecli.simulate.anatomy import Anatomy, distance_to, smooth_noise
 from ricecli.simulate.treatment import Plan, Resection, _pick, periventricular_wm
 
 
@@ -104,7 +103,7 @@ def render_focus(rng: np.random.Generator, anat: Anatomy, centre: np.ndarray, ra
         region |= d <= rb + 1.0
     if solidity < 0.6 and region.any():  # feathery, patchy enhancement between the bubbles
         patch = np.clip(0.5 * smooth_noise(rng, shape, 1.5 / anat.spacing) + 0.2, 0, 1)
-        near = ndimage.distance_transform_edt(~region, sampling=anat.spacing) <= 2.0
+        near = distance_to(region, anat.spacing) <= 2.0
         enh = np.maximum(enh, level * 0.6 * patch * near)
     for _ in range(int(rng.integers(0, 6)) if solidity < 0.6 else 0):  # spotty dots
         u = rng.normal(size=3)
@@ -116,7 +115,7 @@ def render_focus(rng: np.random.Generator, anat: Anatomy, centre: np.ndarray, ra
     enh *= brain
     necro *= brain
     region &= brain
-    dist = ndimage.distance_transform_edt(~region, sampling=anat.spacing) if region.any() else r
+    dist = distance_to(region, anat.spacing) if region.any() else r
     edema = 1.0 - rng.uniform(0.08, 0.18) * np.exp(-dist / 8.0) * (anat.wm[box] > 0.3) * brain
     maps["enhancement"][box] = np.maximum(maps["enhancement"][box], enh)
     maps["necrosis"][box] = np.maximum(maps["necrosis"][box], necro)

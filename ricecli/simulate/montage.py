@@ -13,10 +13,11 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image, ImageDraw
 
+from ricecli.simulate.anatomy import HEAD_CENTRE_MM
 from ricecli.simulate.cohort import SimConfig, SimulatedCase, simulate_case
 from ricecli.simulate.scanner import matrix_transform
 
-PANEL_MM = 180  # field of view of each panel (1 mm per pixel)
+PANEL_MM = 220  # field of view of each panel (1 mm per pixel): a whole head
 
 
 def _display_grid(centre: list) -> sitk.Image:
@@ -32,13 +33,13 @@ def _to_display(img: sitk.Image, scan_truth: dict, grid: sitk.Image) -> np.ndarr
     return sitk.GetArrayFromImage(out)
 
 
-def _planes(vol: np.ndarray) -> list[np.ndarray]:
-    """Axial, coronal, sagittal slices through the centre, displayed radiologically (L on right,
-    anterior/superior up)."""
-    c = vol.shape[0] // 2
-    axial = vol[c]  # rows: anterior (low y) at the top
-    coronal = vol[::-1, c, :]
-    sagittal = vol[::-1, :, c]
+def _planes(vol: np.ndarray, at: tuple) -> list[np.ndarray]:
+    """Axial, coronal, sagittal slices through voxel `at` (x, y, z), displayed radiologically
+    (L on right, anterior/superior up)."""
+    x, y, z = at
+    axial = vol[z]  # rows: anterior (low y) at the top
+    coronal = vol[::-1, y, :]
+    sagittal = vol[::-1, :, x]
     return [axial, coronal, sagittal]
 
 
@@ -65,20 +66,21 @@ def _hot(dose_frac: np.ndarray) -> np.ndarray:
 def case_rows(case: SimulatedCase) -> list[list[np.ndarray]]:
     """Three rows (post-op, event with lesion outline, dose over post-op) x three planes, RGB."""
     t = case.truth
-    grid = _display_grid(t["lesion"]["centre_anatomy_mm"])
+    grid = _display_grid(HEAD_CENTRE_MM.tolist())  # the head in view, planes through the lesion
+    at = grid.TransformPhysicalPointToIndex(t["lesion"]["centre_anatomy_mm"])
     post = _to_display(case.post_op, t["post_op_scan"], grid)
     event = _to_display(case.event, t["event_scan"], grid)
     dose = _to_display(case.dose_gy, t["post_op_scan"], grid)
     mask = _to_display(case.lesion_mask, t["event_scan"], grid) > 0.5
     rows = []
     for vol in (post, event):
-        rows.append([_grey(p, 0, _white(vol)) for p in _planes(vol)])
+        rows.append([_grey(p, 0, _white(vol)) for p in _planes(vol, at)])
     edge = mask ^ np.roll(mask, 1, 1) | mask ^ np.roll(mask, 1, 2) | mask ^ np.roll(mask, 1, 0)
-    for img, e in zip(rows[1], _planes(edge), strict=False):
+    for img, e in zip(rows[1], _planes(edge, at), strict=False):
         img[e] = 0.5 * img[e] + 0.5 * np.array([0.1, 1.0, 0.2])
     hi = _white(post)
     overlay = []
-    for p, d in zip(_planes(post), _planes(dose), strict=False):
+    for p, d in zip(_planes(post, at), _planes(dose, at), strict=False):
         a = np.clip(d / 60.0, 0, 1)[..., None] * 0.55 * (d[..., None] > 1.0)
         overlay.append(_grey(p, 0, hi) * (1 - a) + _hot(d / 60.0) * a)
     rows.append(overlay)
@@ -95,9 +97,10 @@ def render(cases: list[SimulatedCase], path: Path) -> Path:
     for k, case in enumerate(cases):
         x0 = k * block_w
         t = case.truth
+        head = "skull on" if t.get("skull_on") else "skull-stripped"
         title = (f"{case.case_id}: {case.label} ({t['lesion']['site']}, solidity "
                  f"{t['lesion']['solidity']:.2f}, {t['plan']['regimen']}, "
-                 f"p_rec {t['p_recurrence']:.2f})")
+                 f"p_rec {t['p_recurrence']:.2f}; {head})")
         draw.text((x0 + pad, 3), title, fill=(255, 255, 255))
         names = ("post-op", "event", "dose")
         for r, (name, row) in enumerate(zip(names, case_rows(case), strict=True)):

@@ -26,7 +26,9 @@ PROTOCOLS = {
     ],
 }
 PROTOCOLS["hard"] = PROTOCOLS["standard"]
-POSE_LIMITS = {"easy": (3.0, 5.0), "standard": (10.0, 15.0), "hard": (12.0, 20.0)}  # deg, mm
+# deg, mm: each visit's head pose from the template (a clinic's range), and between the visits
+POSE_FROM_TEMPLATE = {"easy": (5.0, 8.0), "standard": (15.0, 20.0), "hard": (20.0, 25.0)}
+POSE_LIMITS = {"easy": (3.0, 5.0), "standard": (10.0, 15.0), "hard": (12.0, 20.0)}
 OBLIQUE_DEG = {"easy": 0.0, "standard": 15.0, "hard": 25.0}
 NOISE = {"easy": (0.01, 0.02), "standard": (0.02, 0.045), "hard": (0.04, 0.07)}  # x WM signal
 BIAS = {"easy": 0.05, "standard": 0.15, "hard": 0.25}
@@ -94,12 +96,28 @@ def pose_transform(rot: np.ndarray, shift: np.ndarray) -> sitk.AffineTransform:
 
 
 def visit_poses(rng: np.random.Generator, difficulty: str) -> tuple[tuple, tuple]:
-    """(R, t) for post-op and event: post-op near the template pose, event differing from it by up
-    to the difficulty's limit (standard: 10 deg, 15 mm)."""
-    max_deg, max_mm = POSE_LIMITS[difficulty]
-    r_post, t_post = random_rotation(rng, max_deg * 0.6), random_shift(rng, max_mm * 0.6)
-    r_delta, t_delta = random_rotation(rng, max_deg), random_shift(rng, max_mm)
-    return (r_post, t_post), (r_delta @ r_post, t_post + t_delta)
+    """(R, t) for post-op and event, each within the difficulty's range from the template
+    (standard: 15 deg, 20 mm, as heads lie in clinical scanners), differing from each other by
+    up to the between-visit limit (standard: 10 deg, 15 mm).
+
+    The event pose is drawn first; post-op = a between-visit motion of it, redrawn until it too
+    lies within range (deterministic: the case's own stream)."""
+    max_deg, max_mm = POSE_FROM_TEMPLATE[difficulty]
+    step_deg, step_mm = POSE_LIMITS[difficulty]
+    r_event, t_event = random_rotation(rng, max_deg), random_shift(rng, max_mm)
+    for _ in range(100):
+        r_delta, t_delta = random_rotation(rng, step_deg), random_shift(rng, step_mm)
+        r_post, t_post = r_delta @ r_event, t_event + t_delta
+        if angle_deg(r_post) <= max_deg and np.linalg.norm(t_post) <= max_mm:
+            break
+    else:  # practically never (acceptance is >= ~1/4): the smallest motion, halved
+        r_post, t_post = r_event, t_event * 0.5
+    return (r_post, t_post), (r_event, t_event)
+
+
+def angle_deg(rot: np.ndarray) -> float:
+    """The angle (deg) of a rotation matrix."""
+    return float(np.rad2deg(Rotation.from_matrix(rot).magnitude()))
 
 
 def _brain_corners(anat: Anatomy, margin_mm: float) -> np.ndarray:
@@ -122,8 +140,11 @@ def _to_scanner(pose: sitk.AffineTransform, pts: np.ndarray) -> np.ndarray:
 
 
 def native_grid(rng: np.random.Generator, anat: Anatomy, pose: sitk.AffineTransform,
-                difficulty: str, voxel_scale: float) -> tuple[sitk.Image, str, str]:
-    """A scanner grid covering the head: protocol spacing, orientation, obliquity, axis flips."""
+                difficulty: str, voxel_scale: float,
+                head_corners: np.ndarray | None = None) -> tuple[sitk.Image, str, str]:
+    """A scanner grid covering the brain (skull-stripped) or the head (`head_corners`, skull on:
+    then half the margins, as a clinic's field of view is set on the head): protocol spacing,
+    orientation, obliquity, axis flips."""
     protocols = PROTOCOLS[difficulty]
     name, inplane, thick, orients = protocols[int(rng.integers(len(protocols)))]
     orientation = orients[int(rng.integers(len(orients)))]
@@ -131,9 +152,12 @@ def native_grid(rng: np.random.Generator, anat: Anatomy, pose: sitk.AffineTransf
     axes = random_rotation(rng, OBLIQUE_DEG[difficulty]) @ axes
     s_ip = rng.uniform(*inplane) * voxel_scale
     spacing = np.array([s_ip, s_ip, rng.uniform(*thick) * voxel_scale])
-    corners = _to_scanner(pose, _brain_corners(anat, 0.0))
+    box = _brain_corners(anat, 0.0) if head_corners is None else head_corners
+    corners = _to_scanner(pose, box)
     proj = corners @ axes  # coordinates along each index axis
     margin = np.array([rng.uniform(8, 25), rng.uniform(8, 25), rng.uniform(4, 12)])
+    if head_corners is not None:
+        margin *= 0.5
     lo, hi = proj.min(axis=0) - margin, proj.max(axis=0) + margin
     size = np.ceil((hi - lo) / spacing).astype(int) + 1
     while size.prod() > MAX_VOXELS:
@@ -147,10 +171,12 @@ def native_grid(rng: np.random.Generator, anat: Anatomy, pose: sitk.AffineTransf
 
 
 def sample_acquisition(rng: np.random.Generator, anat: Anatomy, rot: np.ndarray, shift: np.ndarray,
-                       difficulty: str, voxel_scale: float) -> Acquisition:
-    """Everything the scanner decides for one visit."""
+                       difficulty: str, voxel_scale: float,
+                       head_corners: np.ndarray | None = None) -> Acquisition:
+    """Everything the scanner decides for one visit (`head_corners`: a skull-on scan's box)."""
     pose = pose_transform(rot, shift)
-    grid, protocol, orientation = native_grid(rng, anat, pose, difficulty, voxel_scale)
+    grid, protocol, orientation = native_grid(rng, anat, pose, difficulty, voxel_scale,
+                                              head_corners)
     return Acquisition(
         pose=pose,
         grid=grid,
@@ -159,7 +185,7 @@ def sample_acquisition(rng: np.random.Generator, anat: Anatomy, rot: np.ndarray,
         scale=float(rng.uniform(300.0, 3000.0)),
         noise_sigma=float(rng.uniform(*NOISE[difficulty])),
         bias_amplitude=float(rng.uniform(0.3, 1.0) * BIAS[difficulty]),
-        rotation_deg=float(np.rad2deg(Rotation.from_matrix(rot).magnitude())),
+        rotation_deg=angle_deg(rot),
         translation_mm=[round(float(v), 3) for v in shift],
     )
 
@@ -189,9 +215,9 @@ def acquire(rng: np.random.Generator, anatomy_image: sitk.Image, acq: Acquisitio
             background_noise: bool = False) -> sitk.Image:
     """Resample once onto the native grid, then bias, Rician noise, scanner scale -> int16.
 
-    Without `background_noise` the air stays exactly 0, as in skull-stripped exports (the
-    anatomy has no skull either); noise is then drawn only inside the head, ~5x faster and
-    ~5x smaller files."""
+    Without `background_noise` the air stays exactly 0, as in skull-stripped exports; noise is
+    then drawn only inside the brain, ~5x faster and ~5x smaller files. Skull-on scans have
+    Rician noise in the air, as scanners write it."""
     native = sitk.Resample(anatomy_image, acq.grid, acq.pose, sitk.sitkLinear, 0.0,
                            sitk.sitkFloat32)
     arr = sitk.GetArrayFromImage(native)

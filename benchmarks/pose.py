@@ -1,0 +1,119 @@
+"""Pose invariance of model space: the same event scan stored in three poses must give the same
+channels and the same answer.
+
+For each real scan in ../shared/data (and a simulated case of each protocol with --simulated):
+the event T1c is resampled after three rigid motions (up to 10 deg / 15 mm about the scan's
+centre, on a grid padded so that nothing is cut off); each copy is prepared as the event scan
+with the same post-op scan and the same dose (a 60 Gy Gaussian field in the post-op frame).
+Reported per scan: the minimum correlation between poses over the three model-space channels,
+the p(recurrence) of the shipped model in each pose and their spread, and the event->template
+registration's QA. Goal (issue 11): min correlation >= 0.97 and spread <= 0.02.
+
+    python benchmarks/pose.py [--data ../shared/data] [--out benchmarks/results/pose.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ricecli.engine import open_engine
+from ricecli.model import load_model
+from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor
+from ricecli.simulate.posed import gaussian_dose, posed_copy
+
+# (rotation about x, y, z in degrees, translation in mm): what a head does between sessions
+POSES = (
+    ((2.0, -3.0, 1.0), (3.0, -2.0, 4.0)),
+    ((10.0, -6.0, 4.0), (15.0, -10.0, 8.0)),
+    ((-7.0, 9.0, -10.0), (-12.0, 14.0, -6.0)),
+)
+REAL_CASES = {  # event T1c, post-op scan (the same patient's other T1 weighting)
+    "BraTS-GLI-00001-000": ("BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t1n.nii.gz"),
+    "BraTS-MET-00110-000": ("BraTS-MET-00110-000-t1c.nii.gz", "BraTS-MET-00110-000-t1.nii.gz"),
+    "TCGA-FG-6692": ("TCGA-FG-6692_t1c.nii.gz", "TCGA-FG-6692_t1.nii.gz"),
+}
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel() - a.mean()
+    b = b.astype(np.float64).ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 1.0
+
+
+def min_channel_correlation(cases: list[PreparedCase]) -> float:
+    """The lowest correlation over every channel and every pair of poses."""
+    return min(correlation(x.channels[c], y.channels[c])
+               for x, y in itertools.combinations(cases, 2) for c in x.channels)
+
+
+def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
+               poses=POSES, mask_path: Path | None = None) -> dict:
+    """Prepare and classify the event scan in each pose; correlations, p spread, timings."""
+    event = sitk.ReadImage(str(event_path), sitk.sitkFloat32)
+    post_op = sitk.ReadImage(str(post_op_path), sitk.sitkFloat32)
+    dose_path = work / "dose.nii.gz"
+    sitk.WriteImage(gaussian_dose(post_op), str(dose_path))
+    cases, p_rec, seconds, template_qa = [], [], [], []
+    for i, (angles, shift) in enumerate(poses):
+        posed = work / f"event_pose{i}.nii.gz"
+        sitk.WriteImage(posed_copy(event, angles, shift), str(posed))
+        t0 = time.perf_counter()
+        case = prepare_case(CaseInputs(post_op=post_op_path, event=posed, dose=dose_path,
+                                       mask=mask_path), model.spec)
+        probs, _ = engine.run(to_tensor(case, model.spec)[None])
+        seconds.append(time.perf_counter() - t0)
+        cases.append(case)
+        p_rec.append(float(probs[0][list(model.spec.classes).index("recurrence")]))
+        reg = case.qa["registration"]["event_to_template"]
+        template_qa.append({k: reg.get(k) for k in ("rotation_deg", "translation_mm", "metric",
+                                                     "likely_failed", "reasons")})
+    per_channel = {c: round(min(correlation(x.channels[c], y.channels[c])
+                                for x, y in itertools.combinations(cases, 2)), 4)
+                   for c in cases[0].channels}
+    return {
+        "min_channel_correlation": round(min(per_channel.values()), 4),
+        "per_channel": per_channel,
+        "p_recurrence": [round(p, 4) for p in p_rec],
+        "p_spread": round(max(p_rec) - min(p_rec), 4),
+        "prepare_and_classify_s": [round(s, 2) for s in seconds],
+        "event_to_template": template_qa,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path,
+                    default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    ap.add_argument("--cases", nargs="*", default=list(REAL_CASES))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    model = load_model(None)
+    engine = open_engine(model, "cpu")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            event_name, post_name = REAL_CASES[name]
+            folder = args.data / "mri" / name
+            work = Path(tmp) / name
+            work.mkdir()
+            results[name] = pose_study(folder / event_name, folder / post_name, work, model,
+                                       engine)
+            r = results[name]
+            print(f"{name:22s} min corr {r['min_channel_correlation']:.3f} "
+                  f"{r['per_channel']}  p(rec) {r['p_recurrence']} spread {r['p_spread']:.3f}"
+                  f"  {r['prepare_and_classify_s']} s", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
