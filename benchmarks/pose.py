@@ -9,7 +9,7 @@ Reported per scan: the minimum correlation between poses over the three model-sp
 the p(recurrence) of the shipped model in each pose and their spread, and the event->template
 registration's QA. Goal (issue 11): min correlation >= 0.97 and spread <= 0.02.
 
-    python benchmarks/pose.py [--data ../shared/data] [--out benchmarks/results/pose.json]
+    python benchmarks/pose.py [--simulated] [--data ../shared/data] [--out results/pose.json]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
         p_rec.append(float(probs[0][list(model.spec.classes).index("recurrence")]))
         reg = case.qa["registration"]["event_to_template"]
         template_qa.append({k: reg.get(k) for k in ("rotation_deg", "translation_mm", "metric",
-                                                     "likely_failed", "reasons")})
+                                                     "brain_dice", "likely_failed", "reasons")})
     per_channel = {c: round(min(correlation(x.channels[c], y.channels[c])
                                 for x, y in itertools.combinations(cases, 2)), 4)
                    for c in cases[0].channels}
@@ -89,11 +90,19 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
     }
 
 
+def _print(name: str, r: dict) -> None:
+    print(f"{name:26s} min corr {r['min_channel_correlation']:.3f} {r['per_channel']}  "
+          f"p(rec) {r['p_recurrence']} spread {r['p_spread']:.3f}  "
+          f"{r['prepare_and_classify_s']} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path,
                     default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--cases", nargs="*", default=list(REAL_CASES))
+    ap.add_argument("--simulated", action="store_true",
+                    help="also a simulated skull-on and a skull-stripped case (ricecli simulate)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     model = load_model(None)
@@ -107,10 +116,20 @@ def main() -> None:
             work.mkdir()
             results[name] = pose_study(folder / event_name, folder / post_name, work, model,
                                        engine)
-            r = results[name]
-            print(f"{name:22s} min corr {r['min_channel_correlation']:.3f} "
-                  f"{r['per_channel']}  p(rec) {r['p_recurrence']} spread {r['p_spread']:.3f}"
-                  f"  {r['prepare_and_classify_s']} s", flush=True)
+            _print(name, results[name])
+        if args.simulated:
+            for skull_on in (1, 0):
+                name = f"simulated, skull {'on' if skull_on else 'stripped'}"
+                cohort = Path(tmp) / f"sim{skull_on}"
+                subprocess.run(["ricecli", "simulate", "--n", "1", "--seed", "11",
+                                "--skull-on-share", str(skull_on), "--out", str(cohort)],
+                               check=True, capture_output=True)
+                case = cohort / "cases" / "sim0000"
+                work = Path(tmp) / f"work{skull_on}"
+                work.mkdir()
+                results[name] = pose_study(case / "event.nii.gz", case / "post_op.nii.gz", work,
+                                           model, engine)
+                _print(name, results[name])
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

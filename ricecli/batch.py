@@ -38,7 +38,8 @@ from ricecli.outputs import staged_output
 REQUIRED = ("case_id", "post_op", "event", "dose")
 RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
                   "votes_RICE", "members", "true_label", "warnings", "seconds", "error",
-                  "explain_dir", "model_sha256", "engine", "qa_verdict", "qa_reasons")
+                  "explain_dir", "model_sha256", "engine", "qa_verdict", "qa_reasons",
+                  "uncertain", "p_recurrence_raw", "member_sd")
 DONE_STATUSES = ("ok", "qa_fail")  # recorded for good; "error" rows too unless --retry-failed
 
 
@@ -210,8 +211,10 @@ def result_row(case: ManifestCase, result: dict | None, error: str | None,
         return {**row, "status": "qa_fail", "warnings": " | ".join(result["warnings"]),
                 "error": "", "model_sha256": result["model"]["sha256"],
                 "engine": result["engine"]["name"]}
+    from ricecli.calibration import csv_fields  # uncertain, p_recurrence_raw, member_sd
+
     probs, votes = result["probabilities"], result["votes"]
-    return {**row, "status": "ok", "label": result["label"],
+    return {**row, **csv_fields(result), "status": "ok", "label": result["label"],
             "p_recurrence": f"{probs['recurrence']:.6f}", "p_RICE": f"{probs['RICE']:.6f}",
             "votes_recurrence": votes.get("recurrence", 0), "votes_RICE": votes.get("RICE", 0),
             "members": len(result["members"]), "warnings": " | ".join(result["warnings"]),
@@ -226,7 +229,7 @@ _STATE: dict = {}
 
 def init_worker(model_path: str | None, device: str, threads: int | None,
                 explain: dict | None, explain_root: str | None,
-                accept_qa_failure: bool = False) -> None:
+                accept_qa_failure: bool = False, dicom_root: str | None = None) -> None:
     """Load the model and open the engine once per process."""
     from ricecli.engine import OnnxRuntimeEngine, open_engine
     from ricecli.model import load_model
@@ -251,7 +254,7 @@ def init_worker(model_path: str | None, device: str, threads: int | None,
     else:
         engine = open_engine(model, device)
     _STATE.update(model=model, engine=engine, explain=explain,
-                  accept_qa_failure=accept_qa_failure,
+                  accept_qa_failure=accept_qa_failure, dicom_root=dicom_root,
                   explain_root=None if explain_root is None else Path(explain_root))
 
 
@@ -287,6 +290,11 @@ def _run_case(case: ManifestCase) -> dict:
         result = _classify(case)
         if _STATE.get("explain") is not None and result.get("label") is not None:
             explain_dir = _explain(case, result)
+        if _STATE.get("dicom_root") and result.get("label") is not None:
+            from ricecli.dicom_out import write_for_batch_case  # --dicom-out DIR/<case_id>/
+
+            write_for_batch_case(Path(_STATE["dicom_root"]) / case.case_id, result, case.event,
+                                 explain_dir)
         return result_row(case, result, None, time.perf_counter() - start, explain_dir)
     except RicenetError as err:
         raise_if_interrupted()

@@ -3,17 +3,18 @@
 Both reference the event scan's study and series (patient and study identifiers copied from
 it, new series and instance UIDs), are written with highdicom and say RESEARCH USE ONLY.
 
-- `ricenet_sr.dcm`: TID 1500 measurement report, one measurement group on the new enhancing
+- `SR_<SOPInstanceUID>.dcm`: TID 1500 measurement report, one measurement group on the new enhancing
   lesion (finding type SCT 301766008 "Lesion of Brain"): the classification (RN100, value
   DCM 111338 "Recurrent malignancy" or RN101 RICE), calibrated and raw p(recurrence), the
   members' spread and agreement, "uncertain" yes/no and the QA verdict, the model's
   name/version/sha256 as the algorithm identification. Codes with scheme 99RICENET are this
   tool's own (DICOM's private-scheme convention) where no standard code fits.
-- `ricenet_occlusion_pm.dcm` (explain): the occlusion map as a float Parametric Map on the
+- `PM_<SOPInstanceUID>.dcm` (explain): the occlusion map as a float Parametric Map on the
   event series' own grid and frame of reference.
 
-UIDs are derived from the inputs and the answer (same inputs and model: the same UIDs, so a
-re-run replaces the object in a PACS instead of adding a copy).
+UIDs are derived from the inputs and the answer (same inputs and model: the same UIDs and
+file names, so a re-run replaces the object, in the folder and in a PACS, instead of adding a
+copy; other cases written into the same folder keep theirs).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import SimpleITK as sitk
 from ricecli import __version__
 from ricecli.errors import InputError, OutputError
 
-SR_NAME = "ricenet_sr.dcm"
-PM_NAME = "ricenet_occlusion_pm.dcm"
+SR_PREFIX = "SR_"  # files are SR_<SOPInstanceUID>.dcm and PM_<SOPInstanceUID>.dcm
+PM_PREFIX = "PM_"
 SCHEME = "99RICENET"
 RESEARCH = "RESEARCH USE ONLY"
 MANUFACTURER = "ricenet (research software)"
@@ -93,8 +94,10 @@ def event_series(event: Path) -> list[pydicom.Dataset]:
 
 
 def check_dicom_out(out_dir: Path | None, event: Path, inputs: list[Path]) -> None:
-    """Refuse before the slow part: a non-DICOM event scan, an output inside an input, or
-    highdicom missing."""
+    """Refuse before the slow part: a non-DICOM event scan, an output folder that is, holds or
+    lies in an input, or highdicom missing. Nothing is written."""
+    from ricecli.outputs import check_writable, refuse_inputs
+
     if out_dir is None:
         return
     event = Path(event)
@@ -102,13 +105,10 @@ def check_dicom_out(out_dir: Path | None, event: Path, inputs: list[Path]) -> No
         raise InputError("is not a DICOM series, so --dicom-out has no study or series to "
                          "reference", event, fix="give the event T1c as a DICOM series folder "
                          "(or file of it), or leave out --dicom-out")
-    out = Path(out_dir).resolve()
-    for p in inputs:
-        p = Path(p).resolve()
-        if out == p or p in out.parents or (p.is_dir() and out.is_relative_to(p)):
-            raise OutputError("--dicom-out would write into an input", out_dir,
-                              fix="choose a folder outside the input scans")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+    out = Path(out_dir).expanduser().resolve()
+    refuse_inputs(out, inputs, "folder", "--dicom-out")
+    check_writable(out, "--dicom-out")
+    if out.exists() and not out.is_dir():
         raise OutputError("--dicom-out is a file", out_dir, fix="give a folder")
     event_series(event)
     _hd()
@@ -292,10 +292,11 @@ def write_dicom_outputs(out_dir: Path, result: dict, event: Path,
     series = event_series(event)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_save_atomic(build_sr(result, series), out_dir / SR_NAME)]
+    sr = build_sr(result, series)
+    written = [_save_atomic(sr, out_dir / f"{SR_PREFIX}{sr.SOPInstanceUID}.dcm")]
     if occlusion is not None:
-        written.append(_save_atomic(build_parametric_map(occlusion, series, result, target),
-                                    out_dir / PM_NAME))
+        pm = build_parametric_map(occlusion, series, result, target)
+        written.append(_save_atomic(pm, out_dir / f"{PM_PREFIX}{pm.SOPInstanceUID}.dcm"))
     return written
 
 
@@ -366,6 +367,9 @@ def check_batch_dicom_out(out_dir: Path | None, cases: list) -> None:
                              "--dicom-out has no study or series to reference", event,
                              fix="give DICOM series folders for the event scans, or leave "
                              "out --dicom-out")
+    from ricecli.outputs import check_writable
+
+    check_writable(Path(out_dir).expanduser().resolve(), "--dicom-out")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise OutputError("--dicom-out is a file", out_dir, fix="give a folder")
     _hd()

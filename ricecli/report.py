@@ -110,7 +110,7 @@ def build_result(probs: np.ndarray, members: np.ndarray, model: LoadedModel, eng
         votes[vote] += 1
         member_rows.append({"member": i, "vote": vote, "probabilities":
                             {c: float(v) for c, v in zip(classes, p, strict=True)}})
-    return {
+    result = {
         "label": label,
         "probabilities": {c: float(v) for c, v in zip(classes, probs, strict=True)},
         "decision": "argmax of the ensemble's mean probability",
@@ -126,6 +126,9 @@ def build_result(probs: np.ndarray, members: np.ndarray, model: LoadedModel, eng
         "inputs": inputs,
         "ricecli_version": __version__,
     }
+    from ricecli.calibration import apply_to_result  # calibrated p, raw p, uncertainty
+
+    return apply_to_result(result, probs, members, model.spec)
 
 
 def qa_failed(result: dict) -> bool:
@@ -136,6 +139,7 @@ def qa_failed(result: dict) -> bool:
 def withhold_answer(result: dict) -> dict:
     """No label for a case that failed QA: label, probabilities and votes become null."""
     result.update(label=None, probabilities=None, votes=None, members=[],
+                  probabilities_raw=None, uncertainty=None,
                   decision="no label: the QA verdict is fail (see qa.reasons); rerun with "
                   "--accept-qa-failure to get the label anyway")
     return result
@@ -236,6 +240,10 @@ def print_summary(result: dict, console=None) -> None:
     console.print(f"[bold {colour}]{result['label']}[/]  "
                   f"p(recurrence) = {probs.get('recurrence', float('nan')):.3f}  "
                   f"p(RICE) = {probs.get('RICE', float('nan')):.3f}")
+    from ricecli.calibration import summary_lines
+
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
     votes = ", ".join(f"{k}: {v}" for k, v in result["votes"].items())
     console.print(f"ensemble votes ({len(result['members'])} members): {votes}")
     table = Table(title="members", show_edge=False)

@@ -234,3 +234,20 @@ def test_qa_failed_case_is_a_row_without_label(tmp_path):
     writer = ResultsWriter(tmp_path / "r.csv")
     writer.append(row)
     assert finished_cases(tmp_path / "r.csv") == {"c0"}  # done: resume does not rerun it
+
+
+@pytest.mark.slow
+def test_batch_jobs_give_the_same_bits_as_one_process(tmp_path, tiny_model, synthetic_case,
+                                                      capsys):
+    """Same inputs, same bits, whether a case runs in this process or in a worker of --jobs 2."""
+    case = (str(synthetic_case["post_op"]), str(synthetic_case["event"]),
+            str(synthetic_case["dose"]), "")
+    manifest = _manifest(tmp_path, [("a", *case), ("b", *case)])
+    probs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"results{jobs}.csv"
+        code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--jobs", jobs,
+                                "--model", str(tiny_model), "--device", "cpu"], capsys)
+        assert code == 0, err
+        probs.append({r["case_id"]: r["p_recurrence"] for r in _rows(out)})
+    assert probs[0] == probs[1] and probs[0]["a"] == probs[0]["b"]

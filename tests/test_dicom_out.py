@@ -14,8 +14,6 @@ from ricecli.spec import Calibration, Spec
 
 hd = pytest.importorskip("highdicom")
 from ricecli.dicom_out import (  # noqa: E402
-    PM_NAME,
-    SR_NAME,
     check_dicom_out,
     event_series,
     read_parametric_map,
@@ -61,9 +59,9 @@ def test_sr_round_trip(tmp_path, event):
     folder, _ = event
     result = _result(0.8)
     (path,) = write_dicom_outputs(tmp_path / "dcm", result, folder)
-    assert path.name == SR_NAME
     src = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
     ds = pydicom.dcmread(path)
+    assert path.name == f"SR_{ds.SOPInstanceUID}.dcm"
     assert ds.SOPClassUID == pydicom.uid.Comprehensive3DSRStorage and ds.Modality == "SR"
     for tag in ("PatientID", "PatientName", "StudyInstanceUID", "StudyID", "StudyDate"):
         assert ds[tag].value == src[tag].value
@@ -108,10 +106,11 @@ def test_sr_rice_not_assessed_and_stable_uids(tmp_path, event):
     result = _result(0.2, verdict=None)
     (a,) = write_dicom_outputs(tmp_path / "a", result, folder)
     (b,) = write_dicom_outputs(tmp_path / "b", result, folder)
-    (c,) = write_dicom_outputs(tmp_path / "c", _result(0.25, verdict=None), folder)
+    (c,) = write_dicom_outputs(tmp_path / "a", _result(0.25, verdict=None), folder)
     da, db, dc = (pydicom.dcmread(p) for p in (a, b, c))
     assert da.SOPInstanceUID == db.SOPInstanceUID  # same inputs and answer: same object
-    assert dc.SOPInstanceUID != da.SOPInstanceUID
+    assert dc.SOPInstanceUID != da.SOPInstanceUID and a.name == b.name
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted([a.name, c.name])
     group = hd.sr.srread(a).content.get_image_measurement_groups()[0]
     coded = {q.name.value: q.value for q in group.get_qualitative_evaluations()}
     assert coded["RN100"].value == "RN101" and coded["RN011"].meaning == "QA not assessed"
@@ -121,8 +120,8 @@ def test_parametric_map_on_the_event_grid(tmp_path, event):
     folder, image = event
     occ = _occlusion(image)
     sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", _result(), folder, occ)
-    assert pm_path.name == PM_NAME
     ds = pydicom.dcmread(pm_path)
+    assert pm_path.name == f"PM_{ds.SOPInstanceUID}.dcm"
     series = event_series(folder)
     assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage
     assert ds.ContentQualification == "RESEARCH" and "RESEARCH USE ONLY" in ds.SeriesDescription
@@ -178,7 +177,7 @@ def test_nifti_event_is_refused(tmp_path, event):
 
 def test_dicom_out_inside_an_input_is_refused(tmp_path, event):
     folder, _ = event
-    with pytest.raises(OutputError, match="would write into an input"):
+    with pytest.raises(OutputError, match="is an input or lies inside one"):
         check_dicom_out(folder / "results", folder, [folder])
     check_dicom_out(tmp_path / "fine", folder, [folder])  # no error, nothing written
     assert not (tmp_path / "fine").exists()

@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ricecli.errors import InputError, ModelError
+from train.calibrate import calibration_metrics, load_calibration, reliability_png
 from train.checkpoint import load_checkpoint
 from train.data import default_cache_dir, load_cohort, prepare_cohort, read_manifest
 from train.dist import resolve_device
 from train.metrics import binary_metrics, bootstrap_ci, confusion, majority_vote
-from train.calibrate import calibration_metrics, load_calibration, reliability_png
 
 console = Console(stderr=True)
 

@@ -30,6 +30,10 @@ def command(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     accept_qa_failure: AcceptQaOpt = False,
+    dicom_out: Annotated[Path | None, typer.Option(
+        "--dicom-out", help="Also write a DICOM SR per case (and, with --explain, the "
+        "occlusion map as a Parametric Map) into DIR/<case_id>/; event scans must be DICOM "
+        "series.")] = None,
 ) -> None:
     """Classify many cases; a failing case is recorded with its error and the rest go on.
 
@@ -67,6 +71,12 @@ def command(
         root = explain_dir or out.with_name(out.stem + "_explain")
         refuse_inputs(root.expanduser().resolve(), in_paths, "folder", "--explain-dir")
         check_writable(root.expanduser().resolve(), "--explain-dir")
+    if dicom_out is not None:
+        from ricecli.dicom_out import check_batch_dicom_out
+
+        dicom_out = dicom_out.expanduser().resolve()
+        refuse_inputs(dicom_out, in_paths, "folder", "--dicom-out")
+        check_batch_dicom_out(dicom_out, cases)
     writer = ResultsWriter(out)
     done = finished_cases(out, retry_failed)
     todo = [c for c in cases if c.case_id not in done]
@@ -81,7 +91,8 @@ def command(
                   f"{loaded.version}")
     threads = max(1, physical_cores() // jobs) if jobs > 1 else None
     init = (str(loaded.path), device, threads, explain_settings,
-            None if root is None else str(root), accept_qa_failure)
+            None if root is None else str(root), accept_qa_failure,
+            None if dicom_out is None else str(dicom_out))
     rows = []
     with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(todo))

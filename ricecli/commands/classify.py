@@ -32,6 +32,9 @@ AcceptQaOpt = Annotated[bool, typer.Option(
     "and on screen); without it a failed case gets no label and exit code 3.")]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", help="auto (CUDA when it loads, else CPU), cpu, cuda or tensorrt.")]
+DicomOutOpt = Annotated[Path | None, typer.Option(
+    "--dicom-out", help="Also write the result as a DICOM SR (explain: and the occlusion "
+    "map as a Parametric Map) into this folder; the event scan must be a DICOM series.")]
 
 
 def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None, dose_unit: str,
@@ -68,6 +71,7 @@ def command(
     dose_relative_scale: DoseRelScaleOpt = None,
     dose_frame: DoseFrameOpt = None,
     brain_extraction: BrainExtractionOpt = True,
+    dicom_out: DicomOutOpt = None,
 ) -> None:
     """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
     from rich.console import Console
@@ -91,6 +95,10 @@ def command(
         check_output_file(json_out, in_paths, overwrite)
     if save_prepared is not None:
         check_output_dir(save_prepared, in_paths, overwrite, option="--save-prepared")
+    if dicom_out is not None:
+        from ricecli.dicom_out import check_dicom_out
+
+        check_dicom_out(dicom_out, inputs.event, in_paths)
     loaded = load_model(model)
     engine = open_engine(loaded, device)
     console = Console(stderr=json_out == Path("-"))
@@ -104,5 +112,10 @@ def command(
     elif json_out is not None:
         write_text_atomic(json_out, to_json(result), inputs=in_paths, overwrite=overwrite)
         console.print(f"result written to {json_out}")
+    if dicom_out is not None and result["label"] is not None:
+        from ricecli.dicom_out import write_dicom_outputs
+
+        for path in write_dicom_outputs(dicom_out, result, inputs.event):
+            console.print(f"DICOM written: {path}")
     if result["label"] is None:  # QA failed: the JSON says why, the exit code says so
         raise typer.Exit(EXIT_QA_FAILED)

@@ -12,6 +12,7 @@ from ricecli.commands.classify import (
     AcceptQaOpt,
     BrainExtractionOpt,
     DeviceOpt,
+    DicomOutOpt,
     DoseFractionsOpt,
     DoseFrameOpt,
     DoseOpt,
@@ -63,6 +64,7 @@ def command(
     dose_frame: DoseFrameOpt = None,
     brain_extraction: BrainExtractionOpt = True,
     accept_qa_failure: AcceptQaOpt = False,
+    dicom_out: DicomOutOpt = None,
 ) -> None:
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
@@ -83,6 +85,10 @@ def command(
     # every input (--dose-frame and --model too): --out may not be, hold or lie in one
     in_paths = input_paths(inputs, model=model)
     check_output_dir(out, in_paths, overwrite)  # fail before the slow part
+    if dicom_out is not None:
+        from ricecli.dicom_out import check_dicom_out
+
+        check_dicom_out(dicom_out, inputs.event, in_paths)
     loaded = load_model(model)
     engine = open_engine(loaded, device)
     console = Console(stderr=True)
@@ -130,6 +136,11 @@ def command(
         f"brain skipped), {record['volumes_per_s']} volumes/s; peak at LPS "
         f"({', '.join(f'{v:.1f}' for v in result.peak_mm)}) mm")
     console.print(f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)")
+    if dicom_out is not None:
+        from ricecli.dicom_out import write_for_explain
+
+        for path in write_for_explain(dicom_out, case, loaded, engine, result, inputs):
+            console.print(f"DICOM written: {path}")
 
 
 def _qa_lines(qa: dict) -> list[str]:
