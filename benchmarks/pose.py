@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ricecli.calibration import calibrate_members
 from ricecli.engine import open_engine
 from ricecli.model import load_model
 from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor
@@ -63,14 +64,16 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
     post_op = sitk.ReadImage(str(post_op_path), sitk.sitkFloat32)
     dose_path = work / "dose.nii.gz"
     sitk.WriteImage(gaussian_dose(post_op), str(dose_path))
-    cases, p_rec, seconds, template_qa = [], [], [], []
+    cases, p_rec, p_cal, seconds, template_qa = [], [], [], [], []
     for i, (angles, shift) in enumerate(poses):
         posed = work / f"event_pose{i}.nii.gz"
         sitk.WriteImage(posed_copy(event, angles, shift), str(posed))
         t0 = time.perf_counter()
         case = prepare_case(CaseInputs(post_op=post_op_path, event=posed, dose=dose_path,
                                        mask=mask_path), model.spec)
-        probs, _ = engine.run(to_tensor(case, model.spec)[None])
+        probs, members = engine.run(to_tensor(case, model.spec)[None])
+        calibrated = calibrate_members(members[0], model.spec.calibration).mean(axis=0)
+        p_cal.append(float(calibrated[list(model.spec.classes).index("recurrence")]))
         seconds.append(time.perf_counter() - t0)
         cases.append(case)
         p_rec.append(float(probs[0][list(model.spec.classes).index("recurrence")]))
@@ -85,6 +88,8 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
         "per_channel": per_channel,
         "p_recurrence": [round(p, 4) for p in p_rec],
         "p_spread": round(max(p_rec) - min(p_rec), 4),
+        "p_recurrence_calibrated": [round(p, 4) for p in p_cal],
+        "p_spread_calibrated": round(max(p_cal) - min(p_cal), 4),
         "prepare_and_classify_s": [round(s, 2) for s in seconds],
         "event_to_template": template_qa,
     }
@@ -92,7 +97,8 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
 
 def _print(name: str, r: dict) -> None:
     print(f"{name:26s} min corr {r['min_channel_correlation']:.3f} {r['per_channel']}  "
-          f"p(rec) {r['p_recurrence']} spread {r['p_spread']:.3f}  "
+          f"p(rec) {r['p_recurrence']} spread {r['p_spread']:.3f} (calibrated "
+          f"{r['p_spread_calibrated']:.3f})  "
           f"{r['prepare_and_classify_s']} s", flush=True)
 
 

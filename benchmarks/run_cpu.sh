@@ -19,6 +19,8 @@ lscpu | grep -E "Model name|^CPU\(s\)" > benchmarks/results/machine.txt
 python3 -c "import onnxruntime, SimpleITK, numpy; print('onnxruntime', onnxruntime.__version__, '| SimpleITK', SimpleITK.Version_VersionString(), '| numpy', numpy.__version__)" >> benchmarks/results/machine.txt
 run prepare python3 benchmarks/prepare.py --repeat 3
 run latency python3 benchmarks/latency.py --repeats 3
+run brain python3 benchmarks/brain.py
+python3 benchmarks/pose.py --simulated --out benchmarks/results/pose.json
 run occlusion python3 benchmarks/occlusion.py --threads 2 ${ckpt:+--checkpoint "$ckpt"}
 run simulate python3 benchmarks/simulate.py --cases 4
 run train_throughput python3 benchmarks/train_throughput.py --preset edge --device cpu --batch-size 16 --steps 6 --cases 32

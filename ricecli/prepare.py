@@ -22,7 +22,13 @@ from ricecli.errors import DoseError, InputError
 from ricecli.gate import check_case as gate_case
 from ricecli.qa import assess as assess_qa
 from ricecli.read import geometry_summary, read_mask, read_mr
-from ricecli.register import Registration, on_grid, register_rigid, working_image
+from ricecli.register import (
+    Registration,
+    on_grid,
+    register_rigid,
+    register_to_template,
+    working_image,
+)
 from ricecli.spec import Spec
 from ricecli.template import load_template, model_space_grid
 
@@ -240,8 +246,8 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
                               same_contrast=True)
     # from the principal axes of both brains: model space follows the anatomy, not the pose
     # (without a brain of the event scan: from the centroids of the template brain and head)
-    reg_template = register_rigid(template.t1, event, fixed_mask=template.mask,
-                                  moving_mask=event_region, same_contrast=False)
+    reg_template = register_to_template(template.t1, template.mask, event, event_region,
+                                        skull_on=brain_source != "skull-stripped scan")
     reg_frame = None
     if frame is not None:
         reg_frame = register_rigid(post_op, frame, same_contrast=False)

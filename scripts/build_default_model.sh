@@ -16,7 +16,7 @@ export RICENET_CACHE="$work/cache"
 
 ricecli simulate --n 200 --seed 2026 --out "$work/cohort200" --jobs 2
 python -m train fit --manifest "$work/cohort200/manifest.csv" --preset edge --folds 5 \
-    --epochs 30 --batch-size 16 --workers 2 --device cpu --max-minutes 30 --seed 0 \
+    --epochs 30 --batch-size 16 --workers 2 --device cpu --max-minutes 60 --seed 0 \
     --cache "$work/cache" --out "$work/default-edge"
 python -m train evaluate --run "$work/default-edge" --manifest "$work/cohort200/manifest.csv" \
     --split cv --device cpu

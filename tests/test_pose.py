@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from ricecli.calibration import calibrate_members
 from ricecli.engine import open_engine
 from ricecli.model import load_model
 from ricecli.prepare import CaseInputs, prepare_case, to_tensor
@@ -109,15 +110,17 @@ def test_a_real_case_classified_three_times_gives_the_same_bits(shared_data, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,event,post_op,poses,min_corr", [
+@pytest.mark.parametrize("name,event,post_op,poses,min_corr,max_spread", [
     ("BraTS-GLI-00001-000", "BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t1n.nii.gz",
-     POSES, 0.97),
+     POSES, 0.97, 0.02),
     # skull on, 5.5 mm slices: a posed copy of so thick a slab loses detail itself (with the
     # exact inverse motion the event channel correlates 0.969): benchmarks/pose.py
-    ("TCGA-FG-6692", "TCGA-FG-6692_t1c.nii.gz", "TCGA-FG-6692_t1.nii.gz", POSES[1:], 0.93),
+    ("TCGA-FG-6692", "TCGA-FG-6692_t1c.nii.gz", "TCGA-FG-6692_t1.nii.gz", POSES[1:], 0.93,
+     0.04),
 ])
 def test_the_same_scan_in_other_poses_gives_the_same_channels_and_answer(
-        shared_data, tmp_path, name, event, post_op, poses, min_corr):
+        shared_data, tmp_path, name, event, post_op, poses, min_corr, max_spread):
+    """The answer compared is the reported one: the calibrated p(recurrence)."""
     event_image, post_path, dose = _real_case(shared_data, tmp_path, name, event, post_op)
     model = load_model(None)
     engine = open_engine(model, "cpu")
@@ -128,8 +131,9 @@ def test_the_same_scan_in_other_poses_gives_the_same_channels_and_answer(
         case = prepare_case(CaseInputs(post_path, path, dose), model.spec)
         assert not case.qa["registration"]["event_to_template"]["likely_failed"]
         cases.append(case)
-        p_rec.append(float(engine.run(to_tensor(case, model.spec)[None])[0][0, 1]))
+        members = engine.run(to_tensor(case, model.spec)[None])[1][0]
+        p_rec.append(float(calibrate_members(members, model.spec.calibration).mean(axis=0)[1]))
     for a, b in itertools.combinations(cases, 2):
         for channel in a.channels:
             assert _corr(a.channels[channel], b.channels[channel]) >= min_corr, channel
-    assert max(p_rec) - min(p_rec) <= 0.03
+    assert max(p_rec) - min(p_rec) <= max_spread
