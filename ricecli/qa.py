@@ -113,4 +113,6 @@ def summary_lines(qa: dict) -> list[str]:
     elif qa.get("warnings"):
         lines += [f"QA warning: {w}" for w in qa["warnings"]]
     lines += [f"note: {n}" for n in qa.get("notes") or []]
+    if qa.get("brain_mask"):
+        lines.append(f"brain mask: {qa['brain_mask']}")
     return lines

@@ -278,5 +278,7 @@ def _print_qa(result: dict, console) -> None:
             console.print(f"[yellow]QA warning:[/] {r}", highlight=False)
     for n in qa.get("notes") or []:
         console.print(f"[dim]QA note:[/] {n}", highlight=False)
+    if qa.get("brain_mask"):
+        console.print(f"brain mask: {qa['brain_mask']}", highlight=False)
     if verdict is None and not result.get("warnings") and not qa.get("notes"):
         console.print("QA: no warnings")

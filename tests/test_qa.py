@@ -139,3 +139,9 @@ def test_same_patient_t1_to_t1c_does_not_fail(shared_data, tmp_path):
                            folder / "BraTS-GLI-00001-000-t1c.nii.gz", tmp_path)
     assert qa["agreement"]["post_op_event"] > MIN_AGREEMENT
     assert qa["verdict"] != "fail", qa["reasons"]
+
+
+def test_the_summary_says_which_brain_mask_was_used():
+    qa = decide(_qa())
+    qa["brain_mask"] = "extracted (deepbet)"
+    assert summary_lines(qa)[-1] == "brain mask: extracted (deepbet)"
