@@ -247,18 +247,24 @@ def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
     return out
 
 
-def cli_wall(paths: dict, model_path: Path | None, folder: Path) -> float:
-    """`ricecli classify` as a fresh process (imports, model load, everything)."""
-    cmd = [sys.executable, "-m", "ricecli.cli", "classify", "--t1", str(paths["post_op"]),
-           "--t1", str(paths["event"]), "--dose", str(paths["dose"]), "--device", "cpu",
-           "--json", str(folder / "result.json")]
+def _timed_cli(command: str, paths: dict, model_path: Path | None, extra: list[str]) -> float:
+    """Wall time of one `ricecli COMMAND` on the case as a fresh process (imports and all)."""
+    cmd = [sys.executable, "-m", "ricecli.cli", command, "--t1", str(paths["post_op"]),
+           "--t1", str(paths["event"]), "--dose", str(paths["dose"]), "--device", "cpu", *extra]
     if model_path is not None:
         cmd += ["--model", str(model_path)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"ricecli classify failed: {proc.stderr.strip()}")
+        raise SystemExit(f"ricecli {command} failed: {proc.stderr.strip()}")
+    return wall
+
+
+def cli_wall(paths: dict, model_path: Path | None, folder: Path) -> float:
+    """`ricecli classify` as a fresh process (imports, model load, everything)."""
+    wall = _timed_cli("classify", paths, model_path, ["--json", str(folder / "result.json"),
+                                                      "--overwrite"])
     print(f"ricecli classify (fresh process, end to end): {wall:.2f} s", flush=True)
     return wall
 
@@ -266,16 +272,7 @@ def cli_wall(paths: dict, model_path: Path | None, folder: Path) -> float:
 def explain_wall(paths: dict, model_path: Path | None, folder: Path) -> dict:
     """`ricecli explain` at its defaults as a fresh process; its explain.json timings."""
     out = folder / "explain"
-    cmd = [sys.executable, "-m", "ricecli.cli", "explain", "--t1", str(paths["post_op"]),
-           "--t1", str(paths["event"]), "--dose", str(paths["dose"]), "--device", "cpu",
-           "--out", str(out), "--overwrite"]
-    if model_path is not None:
-        cmd += ["--model", str(model_path)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"ricecli explain failed: {proc.stderr.strip()}")
+    wall = _timed_cli("explain", paths, model_path, ["--out", str(out), "--overwrite"])
     record = json.loads((out / "explain.json").read_text())
     print(f"ricecli explain (fresh process, defaults, end to end): {wall:.2f} s; "
           f"{record.get('method')}; positions {record.get('positions')}", flush=True)

@@ -196,8 +196,9 @@ def brain_regions(event: sitk.Image, post_op: sitk.Image, user_mask: sitk.Image 
     extraction (unless turned off: then none, and the template's mask is used in model space).
     Post-op: its foreground when skull-stripped, else extracted when the event's was.
     """
-    def own_brain(image: sitk.Image, path: str | Path) -> tuple[sitk.Image | None, str]:
-        if looks_skull_stripped(image):
+    def own_brain(image: sitk.Image, path: str | Path,
+                  stripped: bool | None = None) -> tuple[sitk.Image | None, str]:
+        if looks_skull_stripped(image) if stripped is None else stripped:
             return stripped_brain(image), "skull-stripped scan"
         if not inputs.brain_extraction:
             return None, "template (brain extraction off)"
@@ -215,8 +216,9 @@ def brain_regions(event: sitk.Image, post_op: sitk.Image, user_mask: sitk.Image 
     else:
         event_region, source = own_brain(event, inputs.event)
     post_region = None
-    if looks_skull_stripped(post_op) or (source.startswith("extracted")):
-        post_region, _ = own_brain(post_op, inputs.post_op)
+    post_stripped = looks_skull_stripped(post_op)
+    if post_stripped or source.startswith("extracted"):
+        post_region, _ = own_brain(post_op, inputs.post_op, post_stripped)
     return event_region, post_region, source
 
 
