@@ -1,4 +1,4 @@
-"""Time brain extraction (ricecli.brain.extract_brain) and the skull-stripped check; print one
+"""Time brain extraction (ricecli.geometry.brain) and the skull-stripped check; print one
 JSON line last.
 
 Cases: the real skull-on TCGA-FG-6692 T1c (256x224x26, 5.5 mm slices) and a 256x256x180 1 mm
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli import brain
+from ricecli.geometry import brain
 
 ROOT = Path(__file__).resolve().parents[1]
 MRI = ROOT.parent / "shared" / "data" / "mri"
@@ -33,7 +33,7 @@ def _volume_256x256x180() -> tuple[sitk.Image, str]:
     if BRATS.exists():
         source, name = sitk.ReadImage(str(BRATS), sitk.sitkFloat32), "BraTS-GLI-00001-000 t1c"
     else:
-        from ricecli.template import load_template
+        from ricecli.geometry.template import load_template
 
         source, name = load_template().t1 * 1000.0, "ricecli template T1"
     grid = sitk.Image([256, 256, 180], sitk.sitkFloat32)

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.to_onnx import export_ensemble, fold_checkpoints, load_fold_members  # noqa: E402
-from ricecli.spec import PRESETS, Spec  # noqa: E402
+from ricecli.inference.spec import PRESETS, Spec  # noqa: E402
 from train.model import Ensemble, arch_config, build_network  # noqa: E402
 
 
@@ -246,8 +246,8 @@ def ort_row_engine(device: str, providers: list[str]) -> tuple[str | None, str]:
 def open_ricecli_engine(b: Bench, what: str, path: Path, device: str):
     """ricecli's own engine for `path` on `device` (open_engine: its provider policy and
     errors), or None with the reason recorded."""
-    from ricecli.engine import open_engine
-    from ricecli.model import load_model
+    from ricecli.inference.engine import open_engine
+    from ricecli.inference.model import load_model
 
     try:
         return open_engine(load_model(path), device)
@@ -262,7 +262,7 @@ def bench_onnxruntime(b: Bench, preset: str, members: list, spec: Spec, onnx: di
     provider that fails to load or run skips its rows only."""
     import onnxruntime as ort
 
-    from ricecli.engine import forget_engines
+    from ricecli.inference.engine import forget_engines
 
     occ, cpu_reps = b.cfg.occ_batch[preset], 5 if preset != "paper" else 2
     have = set(ort.get_available_providers())
@@ -371,7 +371,7 @@ def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
                            "fp16-onnx" if fp16 else "fp32", "batch": batch,
                            "members": len(members), **stats(ms, batch),
                            "max_abs_vs_fp32_cpu": diff, "providers": engine.providers})
-        from ricecli.engine import forget_engines
+        from ricecli.inference.engine import forget_engines
 
         forget_engines()
 
@@ -381,8 +381,8 @@ def preflight(b: Bench, model_path: Path) -> None:
     shipped model for each device, with the providers its session really got."""
     import onnxruntime as ort
 
-    from ricecli.engine import describe, forget_engines, onnxruntime_builds, open_engine
-    from ricecli.model import load_model
+    from ricecli.inference.engine import describe, forget_engines, onnxruntime_builds, open_engine
+    from ricecli.inference.model import load_model
 
     b.data["preflight"] = {"available_providers": ort.get_available_providers(),
                            "onnxruntime_builds": onnxruntime_builds(), "devices": {}}

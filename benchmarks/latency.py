@@ -12,7 +12,7 @@ ensemble exported with export/to_onnx.py (weights do not change the speed). The 
 comparison always uses a random-weight `edge` ensemble with the same member count, exported
 the same way; torch and ONNX Runtime take turns inside every repeat (side by side on a shared
 machine), and ONNX Runtime runs twice: as ricecli opens it (the exact load-time rewrite of
-ricecli/ort_rewrite.py) and on the exported file as is. --paper-size N adds the `paper`
+ricecli/inference/ort_rewrite.py) and on the exported file as is. --paper-size N adds the `paper`
 architecture (1 member, random weights) at 1x3xN^3. Prints one line per figure and a final JSON
 line.
 """
@@ -40,7 +40,7 @@ def scanner_view(size_xyz, spacing_mm, rotation_deg, shift_mm, seed):
     """The template T1 moved rigidly onto a scanner grid (identity direction), with noise."""
     import SimpleITK as sitk
 
-    from ricecli.template import load_template
+    from ricecli.geometry.template import load_template
 
     t1 = load_template().t1
     centre = t1.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in t1.GetSize()])
@@ -106,7 +106,7 @@ def random_edge_model(folder: Path, members: int, spec=None) -> tuple[Path, list
     import torch
 
     from export.to_onnx import export_ensemble
-    from ricecli.spec import PRESETS
+    from ricecli.inference.spec import PRESETS
     from train.model import arch_config, build_network
 
     spec = spec or PRESETS["edge"]
@@ -139,9 +139,9 @@ def compare_engines(path: Path, nets: list, threads: int, repeats: int,
     import onnxruntime as ort
     import torch
 
-    from ricecli.engine import OnnxRuntimeEngine
-    from ricecli.model import load_model
-    from ricecli.ort_rewrite import rewritten_model, session_options
+    from ricecli.inference.engine import OnnxRuntimeEngine
+    from ricecli.inference.model import load_model
+    from ricecli.inference.ort_rewrite import rewritten_model, session_options
     from train.model import Ensemble
 
     model = load_model(path)
@@ -196,7 +196,7 @@ def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
     import torch
 
     from export.to_onnx import export_ensemble
-    from ricecli.spec import ModelSpace, Spec
+    from ricecli.inference.spec import ModelSpace, Spec
     from train.model import arch_config, build_network
 
     spec = Spec(preset="paper", model_space=ModelSpace(spacing_mm=(2.0, 2.0, 2.0),
@@ -212,12 +212,12 @@ def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
 
 def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
     """read / prepare (with its sub-stages) / infer / classify_case end to end, in-process."""
-    from ricecli.dose import read_dose
-    from ricecli.engine import describe, open_engine
-    from ricecli.model import load_model
+    from ricecli.inference.engine import describe, open_engine
+    from ricecli.inference.model import load_model
+    from ricecli.io.dose import read_dose
+    from ricecli.io.volume import read_mr
+    from ricecli.outputs.report import classify_case, prepare_timings
     from ricecli.prepare import CaseInputs, prepare_case, to_tensor
-    from ricecli.read import read_mr
-    from ricecli.report import classify_case, prepare_timings
 
     model = load_model(model_path)
     engine = open_engine(model, "cpu")
@@ -297,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ricecli import __version__
-    from ricecli.engine import physical_cores
-    from ricecli.model import default_model_path, load_model
+    from ricecli.inference.engine import physical_cores
+    from ricecli.inference.model import default_model_path, load_model
 
     threads = args.threads or physical_cores()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ricenet-latency-"))

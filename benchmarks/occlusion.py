@@ -50,7 +50,7 @@ def template_case(spec) -> tuple[np.ndarray, np.ndarray]:
     """[C, z, y, x] channels and the brain mask in model space, from the shipped template."""
     import SimpleITK as sitk
 
-    from ricecli.template import load_template, model_space_grid, template_mask_in
+    from ricecli.geometry.template import load_template, model_space_grid, template_mask_in
 
     grid = model_space_grid(spec.model_space)
     t1 = sitk.GetArrayFromImage(sitk.Resample(load_template().t1, grid, sitk.Transform(),
@@ -104,9 +104,9 @@ def paper_run(args) -> dict:
     import torch
 
     from export.to_onnx import export_ensemble
-    from ricecli.explain import _jobs
-    from ricecli.incremental import IncrementalNetwork
-    from ricecli.spec import ModelSpace, Spec
+    from ricecli.explain.incremental import IncrementalNetwork
+    from ricecli.explain.occlusion import _jobs
+    from ricecli.inference.spec import ModelSpace, Spec
     from train.model import arch_config, build_network
 
     size = args.paper
@@ -212,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(paper_run(args)))
         return 0
     from export.to_onnx import export_ensemble
-    from ricecli.engine import OnnxRuntimeEngine
-    from ricecli.explain import incremental_for, mm_to_voxels, occlusion_maps
-    from ricecli.model import load_model
-    from ricecli.spec import PRESETS
+    from ricecli.explain.occlusion import incremental_for, mm_to_voxels, occlusion_maps
+    from ricecli.inference.engine import OnnxRuntimeEngine
+    from ricecli.inference.model import load_model
+    from ricecli.inference.spec import PRESETS
 
     spec = PRESETS["edge"]
     if args.case:

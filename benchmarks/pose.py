@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.calibration import calibrate_members
-from ricecli.engine import open_engine
-from ricecli.model import load_model
+from ricecli.inference.calibration import calibrate_members
+from ricecli.inference.engine import open_engine
+from ricecli.inference.model import load_model
 from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor
 from ricecli.simulate.posed import gaussian_dose, posed_copy
 

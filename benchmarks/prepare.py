@@ -33,7 +33,7 @@ def _source() -> tuple[sitk.Image, str]:
     if BRATS.exists():
         return sitk.ReadImage(str(BRATS), sitk.sitkFloat32), "BraTS-GLI-00001-000 t1c"
     sys.path.insert(0, str(ROOT))
-    from ricecli.template import load_template
+    from ricecli.geometry.template import load_template
 
     return load_template().t1 * 1000.0, "ricecli template T1"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from ricecli.geometry.template import load_template
 from ricecli.simulate.cohort import SimConfig, simulate_case, write_case
-from ricecli.template import load_template
 
 
 def _geometry(index: int) -> dict:

@@ -3,7 +3,7 @@
     python export/to_onnx.py --run RUN --out model.onnx [--folds all|0,1] [--fp16] [--name N]
                              [--check-case DIR|FILE.npz]
 
-The graph (the contract `ricecli/model.py` reads): input `volumes` [N, C, D, H, W] float32
+The graph (the contract `ricecli/inference/model.py` reads): input `volumes` [N, C, D, H, W] float32
 (dynamic N), outputs `probabilities` [N, 2] and `member_probabilities` [N, M, 2] in the
 spec's class order; opset 18; one self-contained file. `metadata_props` hold `ricenet.spec`
 (Spec.to_json()) and `ricenet.card` (JSON: name, version, classes, members with their fold
@@ -39,8 +39,8 @@ if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checko
 
 from ricecli import __version__ as RICECLI_VERSION  # noqa: E402
 from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
-from ricecli.model import file_sha256  # noqa: E402
-from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+from ricecli.inference.model import file_sha256  # noqa: E402
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
 INPUT_NAME = "volumes"
 OUTPUT_NAMES = ("probabilities", "member_probabilities")

@@ -13,7 +13,7 @@ fresh one started) and saved back (atomically) after the build. The parity check
 written engine through ricecli's own TensorRTEngine against ricecli's ONNX Runtime engine; an
 engine that fails it is not left behind.
 
-Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/model.py`):
+Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/inference/model.py`):
     format             "ricenet-trt-sidecar/1"
     ricenet.spec       the spec as a JSON object (Spec.from_dict) - copied from the ONNX
     ricenet.card       the model card as a JSON object - copied from the ONNX
@@ -26,7 +26,7 @@ Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/mo
     io                 {"input": "volumes", "outputs": ["probabilities", "member_probabilities"],
                         "dtype": "float32"} - I/O stays float32 even for fp16 engines
     parity             {"max_abs_diff_vs_onnxruntime": float, "batch": int,
-                        "engine": "ricecli.engine.TensorRTEngine"}
+                        "engine": "ricecli.inference.engine.TensorRTEngine"}
     created            ISO time (UTC)
 Without TensorRT or without a CUDA GPU this exits 2 with one line.
 """
@@ -47,8 +47,8 @@ if __package__ in (None, ""):  # run as `python export/to_trt.py` from a checkou
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
-from ricecli.model import file_sha256  # noqa: E402
-from ricecli.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+from ricecli.inference.model import file_sha256  # noqa: E402
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
 
 INPUT_NAME = "volumes"
 OUTPUT_NAMES = ("probabilities", "member_probabilities")
@@ -220,8 +220,8 @@ def timing_cache_bytes(cache) -> bytes:
 def trt_parity(engine_path: Path, onnx_path: Path, spec: Spec, batch: int) -> float:
     """Max |TensorRT - ONNX Runtime| on a seeded random batch, both through ricecli's own
     engines (TensorRTEngine on the written engine + sidecar, ONNX Runtime on the CPU)."""
-    from ricecli.engine import OnnxRuntimeEngine, TensorRTEngine
-    from ricecli.model import load_model
+    from ricecli.inference.engine import OnnxRuntimeEngine, TensorRTEngine
+    from ricecli.inference.model import load_model
 
     shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -260,7 +260,7 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
         "build": build, "profile": profile,
         "io": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "dtype": "float32"},
         "parity": {"max_abs_diff_vs_onnxruntime": None, "batch": batch,
-                   "engine": "ricecli.engine.TensorRTEngine"},
+                   "engine": "ricecli.inference.engine.TensorRTEngine"},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

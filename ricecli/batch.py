@@ -33,7 +33,7 @@ from ricecli.errors import (
     install_signal_handlers,
     raise_if_interrupted,
 )
-from ricecli.outputs import staged_output
+from ricecli.io.files import staged_output
 
 REQUIRED = ("case_id", "post_op", "event", "dose")
 RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
@@ -211,7 +211,7 @@ def result_row(case: ManifestCase, result: dict | None, error: str | None,
         return {**row, "status": "qa_fail", "warnings": " | ".join(result["warnings"]),
                 "error": "", "model_sha256": result["model"]["sha256"],
                 "engine": result["engine"]["name"]}
-    from ricecli.calibration import csv_fields  # uncertain, p_recurrence_raw, member_sd
+    from ricecli.inference.calibration import csv_fields  # uncertain, p_recurrence_raw, member_sd
 
     probs, votes = result["probabilities"], result["votes"]
     return {**row, **csv_fields(result), "status": "ok", "label": result["label"],
@@ -231,8 +231,8 @@ def init_worker(model_path: str | None, device: str, threads: int | None,
                 explain: dict | None, explain_root: str | None,
                 accept_qa_failure: bool = False, dicom_root: str | None = None) -> None:
     """Load the model and open the engine once per process."""
-    from ricecli.engine import OnnxRuntimeEngine, open_engine
-    from ricecli.model import load_model
+    from ricecli.inference.engine import OnnxRuntimeEngine, open_engine
+    from ricecli.inference.model import load_model
 
     if threading.current_thread() is threading.main_thread() and \
             mp.current_process().name != "MainProcess":
@@ -291,7 +291,7 @@ def _run_case(case: ManifestCase) -> dict:
         if _STATE.get("explain") is not None and result.get("label") is not None:
             explain_dir = _explain(case, result)
         if _STATE.get("dicom_root") and result.get("label") is not None:
-            from ricecli.dicom_out import write_for_batch_case  # --dicom-out DIR/<case_id>/
+            from ricecli.outputs.dicom import write_for_batch_case  # --dicom-out DIR/<case_id>/
 
             write_for_batch_case(Path(_STATE["dicom_root"]) / case.case_id, result, case.event,
                                  explain_dir)
@@ -306,7 +306,7 @@ def _run_case(case: ManifestCase) -> dict:
 
 
 def _classify(case: ManifestCase) -> dict:
-    from ricecli.report import classify_case
+    from ricecli.outputs.report import classify_case
 
     return classify_case(case.inputs(), _STATE["model"], _STATE["engine"],
                          keep_case=_STATE.get("explain") is not None,
@@ -315,7 +315,7 @@ def _classify(case: ManifestCase) -> dict:
 
 def _explain(case: ManifestCase, result: dict) -> str:
     """Occlusion maps of the case into EXPLAIN_ROOT/<case_id> (renamed into place when done)."""
-    from ricecli.explain import OcclusionSettings, explain_case, write_explain
+    from ricecli.explain.occlusion import OcclusionSettings, explain_case, write_explain
 
     root: Path = _STATE["explain_root"]
     model, engine = _STATE["model"], _STATE["engine"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.dicom_read import image_facts
 from ricecli.errors import DoseError, InputError
+from ricecli.io.dicom import image_facts
 
 # texture: std of (image - Gaussian(3 mm) of it) / std of the image, on the image's foreground
 # at ~3 mm. Measured (docs/qa.md): real and simulated MR 0.26-0.56; doses 0.02-0.15.

@@ -16,21 +16,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.brain import extract_brain, looks_skull_stripped, stripped_brain
-from ricecli.dose import read_dose
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import check_case as gate_case
-from ricecli.qa import assess as assess_qa
-from ricecli.read import geometry_summary, read_mask, read_mr
-from ricecli.register import (
+from ricecli.geometry.brain import extract_brain, looks_skull_stripped, stripped_brain
+from ricecli.geometry.register import (
     Registration,
     on_grid,
     register_rigid,
     register_to_template,
     working_image,
 )
-from ricecli.spec import Spec
-from ricecli.template import load_template, model_space_grid
+from ricecli.geometry.template import load_template, model_space_grid
+from ricecli.inference.spec import Spec
+from ricecli.io.dose import read_dose
+from ricecli.io.volume import geometry_summary, read_mask, read_mr
+from ricecli.qa import assess as assess_qa
 
 MIN_DOSE_COVERAGE = 0.01  # below this fraction of the brain inside the dose grid: wrong frame
 WARN_DOSE_COVERAGE = 0.90

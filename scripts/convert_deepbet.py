@@ -7,7 +7,7 @@ crop) and data/models/model.pt (the brain mask inside the crop). This script:
 1. checks both files' SHA-256 against the pinned wheel (deepbet 1.0.2's RECORD),
 2. loads them with torch.jit.load and exports them to ONNX (opset 17, dynamic spatial axes),
 3. checks the ONNX graphs against the TorchScript networks on a random input, and the whole
-   ricecli.brain pipeline against deepbet's own BrainExtraction on real scans (Dice, voxels
+   ricecli.geometry.brain pipeline against deepbet's own BrainExtraction on real scans (Dice, voxels
    that differ), and writes the ONNX files and NOTICE into ricecli/data/brain/.
 
 Why torch.jit.load and not torch.load(weights_only=True): the files are TorchScript archives
@@ -109,13 +109,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def parity(scans: list[Path], reference: Path | None) -> None:
-    """ricecli.brain (ONNX Runtime) against deepbet's BrainExtraction (torch) on real scans:
+    """ricecli.geometry.brain (ONNX Runtime) vs deepbet's BrainExtraction (torch) on real scans:
     on deepbet's own fine grid (256^3, the same pipeline) and on the grid ricecli ships."""
     import SimpleITK as sitk
     import torch
     from deepbet import BrainExtraction
 
-    from ricecli import brain
+    from ricecli.geometry import brain
 
     torch.set_num_threads(2)
     bet = BrainExtraction(no_gpu=True)

@@ -25,8 +25,8 @@ import pydicom
 import SimpleITK as sitk
 
 from ricecli.errors import RicenetError
+from ricecli.inference.spec import PRESETS
 from ricecli.prepare import CaseInputs, prepare_case
-from ricecli.spec import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
 
@@ -88,7 +88,7 @@ def run(name: str, kind: str, post, event, dose=None, tmp: Path = Path("."), **o
 def _first_file(path: Path) -> Path:
     """A file sitk can read for the dose grid: the image, or a DICOM series' folder via ricecli."""
     if Path(path).is_dir():
-        from ricecli.read import read_mr
+        from ricecli.io.volume import read_mr
 
         out = Path(tempfile.mkdtemp()) / "series.nii.gz"
         sitk.WriteImage(read_mr(path), str(out))

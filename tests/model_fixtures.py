@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ricecli.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
 
 # 6 mm, 24x28x24 voxels: 144x168x144 mm covers the template brain and prepares fast.
 TINY_SPEC = Spec(model_space=ModelSpace(spacing_mm=(6.0, 6.0, 6.0), size_xyz=(24, 28, 24)),
@@ -65,7 +65,7 @@ def _moved_template(rotation_deg: float, shift_mm: tuple[float, float, float],
     import numpy as np
     import SimpleITK as sitk
 
-    from ricecli.template import load_template
+    from ricecli.geometry.template import load_template
 
     t1 = load_template().t1
     size = [int(n * s / spacing_mm) + 12 for n, s in zip(t1.GetSize(), t1.GetSpacing(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.template import load_template
+from ricecli.geometry.template import load_template
 
 DOSE_PEAK_LPS = np.array([25.0, 10.0, 20.0])  # in the template brain, left-posterior
 POST_POSE = ((0.05, -0.08, 0.10), (5.0, -8.0, 6.0))

@@ -18,7 +18,7 @@ from ricecli.batch import (
     summarise,
 )
 from ricecli.errors import InputError, OutputError, RicenetError
-from ricecli.model import load_model
+from ricecli.inference.model import load_model
 
 
 def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
@@ -176,7 +176,7 @@ def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
 
 @pytest.mark.slow
 def test_batch_explain_writes_maps(tmp_path, tiny_model, synthetic_case, capsys):
-    pytest.importorskip("ricecli.explain")
+    pytest.importorskip("ricecli.explain.occlusion")
     rows = [("one", str(synthetic_case["post_op"]), str(synthetic_case["event"]),
              str(synthetic_case["dose"]), "")]
     manifest = _manifest(tmp_path, rows)

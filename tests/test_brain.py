@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ricecli import brain
 from ricecli.errors import InputError, ModelError
+from ricecli.geometry import brain
 
 TCGA = "mri/TCGA-FG-6692"
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from model_fixtures import export_tiny_model, run_cli, tiny_ensemble, write_case
 
-from ricecli import model as model_mod
-from ricecli.model import load_model
+from ricecli.inference import model as model_mod
+from ricecli.inference.model import load_model
 
 KEYS = {"label", "probabilities", "members", "qa", "timings_s", "model", "inputs"}
 
@@ -104,7 +104,7 @@ def test_usage_errors_exit_2(tiny_model, synthetic_case, tmp_path, capsys):
 
 
 def test_cuda_without_gpu_exits_2(tiny_model, synthetic_case, capsys):
-    from ricecli.engine import available_engines
+    from ricecli.inference.engine import available_engines
 
     if available_engines()["onnxruntime-cuda"]:
         pytest.skip("this machine has a CUDA onnxruntime")

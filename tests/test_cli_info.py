@@ -6,7 +6,7 @@ import json
 
 from model_fixtures import run_cli
 
-from ricecli import model as model_mod
+from ricecli.inference import model as model_mod
 
 
 def test_info_json_with_model(tiny_model, capsys):

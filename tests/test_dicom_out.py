@@ -1,4 +1,4 @@
-"""ricecli/dicom_out.py: the SR and Parametric Map read back with pydicom, highdicom, SimpleITK."""
+"""outputs/dicom.py: the SR and Parametric Map read back with pydicom, highdicom, SimpleITK."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from ricecli.calibration import assess
-from ricecli.dicom_write import write_mr_series
 from ricecli.errors import InputError, OutputError
-from ricecli.spec import Calibration, Spec
+from ricecli.inference.calibration import assess
+from ricecli.inference.spec import Calibration, Spec
+from ricecli.io.dicom_write import write_mr_series
 
 hd = pytest.importorskip("highdicom")
-from ricecli.dicom_out import (  # noqa: E402
+from ricecli.outputs.dicom import (  # noqa: E402
     check_dicom_out,
     event_series,
     read_parametric_map,

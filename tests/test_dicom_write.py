@@ -7,7 +7,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from ricecli.dicom_write import write_mr_series, write_rtdose
+from ricecli.io.dicom_write import write_mr_series, write_rtdose
 
 OBLIQUE = sitk.VersorTransform((0.3, 0.2, 1.0), 0.4).GetMatrix()
 DIRECTIONS = {

@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from ricecli.dicom_write import write_rtdose
-from ricecli.dose import read_dose, read_rtdose, rtdose_geometry
 from ricecli.errors import DoseError, InputError
+from ricecli.io.dicom_write import write_rtdose
+from ricecli.io.dose import read_dose, read_rtdose, rtdose_geometry
 
 ORIENTATIONS = ["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR", "FFDL", "FFDR"]
 OBLIQUE = sitk.VersorTransform((0.1, 0.4, 1.0), 0.5).GetMatrix()

@@ -1,4 +1,4 @@
-"""ricecli.engine: ONNX Runtime sessions agree with torch, split batches, pick devices."""
+"""ricecli.inference.engine: ONNX Runtime sessions agree with torch, split batches, pick devices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from model_fixtures import TINY_SPEC, tiny_ensemble
 
-from ricecli.engine import (
+from ricecli.errors import ModelError, RicenetError
+from ricecli.inference.engine import (
     Engine,
     OnnxRuntimeEngine,
     available_engines,
@@ -17,8 +18,7 @@ from ricecli.engine import (
     physical_cores,
     providers_for,
 )
-from ricecli.errors import ModelError, RicenetError
-from ricecli.model import load_model
+from ricecli.inference.model import load_model
 
 
 def _volumes(n: int, seed: int = 1) -> np.ndarray:
@@ -105,7 +105,7 @@ def gpu_listed(monkeypatch, tmp_path):
     machine whose CUDA libraries do not load: the real session then starts without them."""
     import onnxruntime as ort
 
-    from ricecli import engine as engine_mod
+    from ricecli.inference import engine as engine_mod
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [TRT, CUDA, CPU])
     monkeypatch.setenv("RICENET_CACHE", str(tmp_path / "cache" / "nested"))
@@ -139,7 +139,7 @@ def test_auto_falls_back_to_cpu_in_one_stderr_line(tiny_model, gpu_listed, capfd
     assert "fell back: onnxruntime did not load" in describe(engine)
     probs, _ = engine.run(_volumes(1))
     assert probs.shape == (1, 2)
-    from ricecli import engine as engine_mod
+    from ricecli.inference import engine as engine_mod
 
     assert engine_mod._MISSING_LIBS == []  # preload_dlls ran (quietly) before the CUDA session
 
@@ -180,7 +180,7 @@ def test_json_stdout_stays_json_when_a_provider_fails(tiny_model, synthetic_case
 
 
 def test_engine_cache_key_and_folder(tmp_path):
-    from ricecli.engine import engine_cache_dir, engine_cache_key
+    from ricecli.inference.engine import engine_cache_dir, engine_cache_key
 
     sha_a, sha_b = "a" * 64, "b" * 64
     versions = {"ort": "1.27.0", "trt": "10.13.3.9"}
@@ -204,7 +204,7 @@ def test_engine_cache_key_and_folder(tmp_path):
 def _hold_cache_lock(root: str, log: str, seconds: float) -> None:
     import time
 
-    from ricecli.engine import cache_lock, engine_cache_dir
+    from ricecli.inference.engine import cache_lock, engine_cache_dir
 
     folder = engine_cache_dir("c" * 64, "gpu", {"ort": "x"}, root=Path(root))
     with cache_lock(folder):
@@ -233,7 +233,7 @@ def test_two_processes_share_a_cache_folder_one_at_a_time(tmp_path):
 
 
 def test_tensorrt_provider_gets_profiles_and_the_keyed_cache(tiny_model, tmp_path):
-    from ricecli.engine import GPU_BATCH_BYTES, _batch_limit, trt_provider_options
+    from ricecli.inference.engine import GPU_BATCH_BYTES, _batch_limit, trt_provider_options
 
     model = load_model(tiny_model)
     opts = trt_provider_options(model, tmp_path)
@@ -246,7 +246,7 @@ def test_tensorrt_provider_gets_profiles_and_the_keyed_cache(tiny_model, tmp_pat
 
 
 def test_gpu_failures_become_one_line_with_a_fix():
-    from ricecli.engine import gpu_error
+    from ricecli.inference.engine import gpu_error
 
     oom = gpu_error("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; file=cuda_call.cc ; "
                     "line=10 ; expr=cudaMalloc(&p, bytes);")
@@ -270,7 +270,7 @@ def test_gpu_failures_become_one_line_with_a_fix():
 
 
 def test_cuda_runtime_codes_and_versions():
-    from ricecli.engine import check_cuda_versions, cuda_error
+    from ricecli.inference.engine import check_cuda_versions, cuda_error
 
     assert isinstance(cuda_error(2, "cudaMalloc of 512 MiB"), RicenetError)
     assert str(cuda_error(2, "cudaMalloc of 512 MiB")).startswith(
@@ -285,7 +285,7 @@ def test_cuda_runtime_codes_and_versions():
 
 
 def test_engine_io_description_is_checked():
-    from ricecli.engine import check_engine_io
+    from ricecli.inference.engine import check_engine_io
 
     good = {"volumes": ("INPUT", "FLOAT"), "probabilities": ("OUTPUT", "FLOAT"),
             "member_probabilities": ("OUTPUT", "FLOAT")}
@@ -302,7 +302,7 @@ def test_engine_io_description_is_checked():
 
 
 def test_engine_target_is_checked_from_the_sidecar():
-    from ricecli.engine import check_engine_target
+    from ricecli.inference.engine import check_engine_target
 
     side = {"tensorrt_version": "10.13.3.9", "gpu": {"name": "NVIDIA L4",
                                                      "compute_capability": "8.9"}}
@@ -316,7 +316,7 @@ def test_engine_target_is_checked_from_the_sidecar():
 
 
 def test_device_buffers_are_reused_not_reallocated():
-    from ricecli.engine import DeviceBuffers
+    from ricecli.inference.engine import DeviceBuffers
 
     held: dict[int, np.ndarray] = {}  # real host memory standing for device memory
 
@@ -338,7 +338,7 @@ def test_device_buffers_are_reused_not_reallocated():
 
 
 def test_preload_messages_and_install_checks():
-    from ricecli.engine import missing_libraries, not_loaded, onnxruntime_builds
+    from ricecli.inference.engine import missing_libraries, not_loaded, onnxruntime_builds
 
     said = ("Failed to load /venv/lib/nvidia/cudnn/lib/libcudnn.so.9: libcudnn.so.9: cannot "
             "open shared object file\\nFailed to load libcublasLt.so.13: not found\\nPlease "
@@ -357,7 +357,7 @@ def test_a_provider_that_raises_is_a_provider_error_auto_can_fall_back_from():
     """ORT raises (rather than skipping the provider) when CUDA_PATH is set but CUDA does not
     load; that message becomes a ProviderError, which `auto` turns into a CPU fallback and
     `cuda` into exit 2. (A CPU build of ORT cannot raise it, so the text is ORT's own.)"""
-    from ricecli.engine import ProviderError, provider_error
+    from ricecli.inference.engine import ProviderError, provider_error
 
     text = ("CUDA_PATH is set but CUDA wasn't able to be loaded. Please install the correct "
             "version of CUDA and cuDNN as mentioned in the GPU requirements page")

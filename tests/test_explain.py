@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ricecli.explain import (
+from ricecli.explain.occlusion import (
     coverage_counts,
     mm_to_voxels,
     occlusion_maps,
@@ -15,7 +15,7 @@ from ricecli.explain import (
     to_event_grid,
     window_starts,
 )
-from ricecli.spec import ModelSpace, Spec
+from ricecli.inference.spec import ModelSpace, Spec
 
 SMALL = ModelSpace(spacing_mm=(3.0, 3.0, 3.0), size_xyz=(16, 20, 16))
 
@@ -42,9 +42,9 @@ def tiny(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from model_fixtures import export_onnx, tiny_ensemble
 
-    from ricecli.engine import open_engine
-    from ricecli.explain import incremental_for
-    from ricecli.model import load_model
+    from ricecli.explain.occlusion import incremental_for
+    from ricecli.inference.engine import open_engine
+    from ricecli.inference.model import load_model
 
     spec = Spec(model_space=SMALL)
     ensemble = tiny_ensemble(spec, members=1, seed=3)
@@ -101,7 +101,7 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
     engine, net, probs, spec, stem = tiny
     vol, _ = brain_volume(spec.model_space.shape_zyx)
     captum, monai = _peers(net, probs, vol, cube, stride, target=1)
-    from ricecli.incremental import IncrementalNetwork
+    from ricecli.explain.incremental import IncrementalNetwork
 
     deepest = IncrementalNetwork.open(engine.model.path, threads=1, depth=99)  # every layer
     for incremental in (None, stem, deepest):  # whole volumes, measured depth, all windowed

@@ -10,8 +10,6 @@ import SimpleITK as sitk
 from model_fixtures import run_cli
 from prepare_fixtures import EVENT_POSE, POST_POSE, dose_in, grid, pose, scan
 
-from ricecli.dicom_read import tag_image
-from ricecli.dicom_write import write_mr_series, write_rtdose
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import (
     TEXTURE_SPLIT,
@@ -21,7 +19,9 @@ from ricecli.gate import (
     check_visits,
     texture,
 )
-from ricecli.read import read_mr
+from ricecli.io.dicom import tag_image
+from ricecli.io.dicom_write import write_mr_series, write_rtdose
+from ricecli.io.volume import read_mr
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_dicom_dates_order_and_patient(mr, tmp_path):
     ds = pydicom.dcmread(rd)
     ds.PatientID = "SOMEONE-ELSE"
     ds.save_as(rd)
-    from ricecli.dose import read_dose
+    from ricecli.io.dose import read_dose
 
     with pytest.raises(DoseError, match="dose of patient 'SOMEONE-ELSE'"):
         check_dose_patient(post, read_dose(rd), rd)

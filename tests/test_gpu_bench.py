@@ -46,7 +46,7 @@ def test_onnxruntime_rows_use_ricecli_engines_and_never_call_cpu_gpu(bench, run,
     import onnxruntime as ort
     from model_fixtures import TINY_SPEC
 
-    from ricecli.engine import forget_engines
+    from ricecli.inference.engine import forget_engines
 
     forget_engines()
     # an onnxruntime that lists CUDA whose libraries do not load (onnxruntime-gpu, no GPU)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ricecli import incremental
-from ricecli.engine import OnnxRuntimeEngine
-from ricecli.explain import incremental_for, occlusion_maps
-from ricecli.incremental import IncrementalNetwork, IncrementalStem, split_stem
-from ricecli.model import load_model
-from ricecli.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.explain import incremental
+from ricecli.explain.incremental import IncrementalNetwork, IncrementalStem, split_stem
+from ricecli.explain.occlusion import incremental_for, occlusion_maps
+from ricecli.inference.engine import OnnxRuntimeEngine
+from ricecli.inference.model import load_model
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
 
 SPEC = Spec(model_space=ModelSpace(spacing_mm=(3.0, 3.0, 3.0), size_xyz=(13, 15, 11)))
 SHAPE = SPEC.model_space.shape_zyx  # (11, 15, 13)

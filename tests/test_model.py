@@ -1,4 +1,4 @@
-"""ricecli.model: loading ricenet ONNX models and TensorRT sidecars, and refusing bad ones."""
+"""inference/model.py: loading ricenet ONNX models and TensorRT sidecars, and refusing bad ones."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import warnings
 import pytest
 from model_fixtures import TINY_SPEC, export_onnx, tiny_ensemble
 
-from ricecli import model as model_mod
 from ricecli.errors import ModelError
-from ricecli.model import load_model, sidecar_path
-from ricecli.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.inference import model as model_mod
+from ricecli.inference.model import load_model, sidecar_path
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
 
 
 def test_load_reads_spec_card_and_hash(tiny_model):

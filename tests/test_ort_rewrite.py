@@ -8,9 +8,9 @@ import onnx
 import onnxruntime as ort
 from test_incremental import SHAPE, volume, write_model
 
-from ricecli.engine import OnnxRuntimeEngine
-from ricecli.model import load_model
-from ricecli.ort_rewrite import (
+from ricecli.inference.engine import OnnxRuntimeEngine
+from ricecli.inference.model import load_model
+from ricecli.inference.ort_rewrite import (
     cpu_session_source,
     merge_sibling_convs,
     rewritten_model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ricecli.errors import OutputError
-from ricecli.outputs import check_output_dir, staged_output, write_atomic
+from ricecli.io.files import check_output_dir, staged_output, write_atomic
 
 
 def test_staged_output_appears_only_on_success(tmp_path):
@@ -64,7 +64,7 @@ def test_write_atomic_keeps_extension_and_cleans_up(tmp_path):
 
 
 def test_input_paths_knows_every_input_of_a_command(tmp_path):
-    from ricecli.outputs import input_paths
+    from ricecli.io.files import input_paths
     from ricecli.prepare import CaseInputs
 
     case = CaseInputs(post_op=tmp_path / "p.nii", event=tmp_path / "e.nii", dose=tmp_path / "d",
@@ -75,7 +75,7 @@ def test_input_paths_knows_every_input_of_a_command(tmp_path):
 
 
 def test_output_file_rules(tmp_path):
-    from ricecli.outputs import check_output_file
+    from ricecli.io.files import check_output_file
 
     series = tmp_path / "series"
     series.mkdir()
@@ -89,7 +89,7 @@ def test_output_file_rules(tmp_path):
 
 
 def test_output_under_a_file_is_refused_with_a_fix(tmp_path):
-    from ricecli.outputs import check_output_file
+    from ricecli.io.files import check_output_file
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")

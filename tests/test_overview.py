@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from ricecli.overview import NAME_PX, PANEL_PX, write_overview
+from ricecli.outputs.overview import NAME_PX, PANEL_PX, write_overview
 
 HEAD = 30  # title strip above the panels
 

@@ -18,7 +18,9 @@ from prepare_fixtures import (
     write_case,
 )
 
-from ricecli.dicom_write import write_mr_series, write_rtdose
+from ricecli.geometry.template import load_template, template_mask_in
+from ricecli.inference.spec import PRESETS
+from ricecli.io.dicom_write import write_mr_series, write_rtdose
 from ricecli.prepare import (
     CaseInputs,
     prepare_case,
@@ -26,8 +28,6 @@ from ricecli.prepare import (
     to_tensor,
     write_prepared,
 )
-from ricecli.spec import PRESETS
-from ricecli.template import load_template, template_mask_in
 
 SPEC = PRESETS["edge"]
 

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from ricecli.dicom_write import write_mr_series, write_rtdose
 from ricecli.errors import InputError
-from ricecli.read import geometry_summary, read_mask, read_mr
+from ricecli.io.dicom_write import write_mr_series, write_rtdose
+from ricecli.io.volume import geometry_summary, read_mask, read_mr
 
 OBLIQUE = sitk.VersorTransform((0.3, -0.2, 1.0), 0.35).GetMatrix()
 DIRECTIONS = {
@@ -356,7 +356,7 @@ def test_a_single_dicom_file_error_names_the_file(tmp_path):
 
 
 def test_dicom_header_facts_reach_the_image(tmp_path):
-    from ricecli.dicom_read import image_facts
+    from ricecli.io.dicom import image_facts
 
     folder = write_mr_series(scan(), tmp_path / "series")
     facts = image_facts(read_mr(folder))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ricecli.register import register_rigid, registration_qa, working_image
-from ricecli.template import load_template
+from ricecli.geometry.register import register_rigid, registration_qa, working_image
+from ricecli.geometry.template import load_template
 
 
 def _moved(volume: sitk.Image, angles_deg, shift_mm, spacing, direction):

@@ -1,4 +1,4 @@
-"""ricecli.report: the result record, QA warnings, atomic JSON writes, the summary."""
+"""ricecli.outputs.report: the result record, QA warnings, atomic JSON writes, the summary."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from ricecli.engine import open_engine
 from ricecli.errors import OutputError
-from ricecli.model import load_model
-from ricecli.report import (
+from ricecli.inference.engine import open_engine
+from ricecli.inference.model import load_model
+from ricecli.outputs.report import (
     Stopwatch,
     build_result,
     print_summary,

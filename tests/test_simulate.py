@@ -121,8 +121,8 @@ def test_montage_renders(case, tmp_path):
 
 @pytest.mark.slow
 def test_dicom_output_reads_back(case, tmp_path):
-    from ricecli.dose import read_dose
-    from ricecli.read import read_mr
+    from ricecli.io.dose import read_dose
+    from ricecli.io.volume import read_mr
 
     row = write_case(case, tmp_path, "dicom")
     post = read_mr(tmp_path / row["post_op"])  # the reader may re-order the slices
@@ -183,8 +183,8 @@ def test_cli_refuses_non_empty_out_and_bad_options(tmp_path):
 @pytest.mark.slow
 def test_every_case_passes_prepare(cohort):
     pytest.importorskip("ricecli.prepare")
+    from ricecli.inference.spec import PRESETS
     from ricecli.prepare import CaseInputs, prepare_case
-    from ricecli.spec import PRESETS
 
     spec = PRESETS["edge"]
     for r in _manifest(cohort):
@@ -312,8 +312,8 @@ def test_truth_poses_lie_within_the_clinic_range(case, skull_on_pair):
 
 @pytest.mark.slow
 def test_a_real_brain_extraction_finds_the_brain_in_skull_on_scans(skull_on_pair):
-    """deepbet (ricecli.brain, ONNX) on a simulated skull-on scan: the head must look real."""
-    brain = pytest.importorskip("ricecli.brain")
+    """deepbet (geometry/brain.py, ONNX) on a simulated skull-on scan: the head must look real."""
+    brain = pytest.importorskip("ricecli.geometry.brain")
     on, off = skull_on_pair
     found = _arr(brain.extract_brain(on.event)) > 0
     truth = _arr(on.brain_mask) > 0

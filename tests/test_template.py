@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.spec import PRESETS
-from ricecli.template import load_template, model_space_grid, template_mask_in
+from ricecli.geometry.template import load_template, model_space_grid, template_mask_in
+from ricecli.inference.spec import PRESETS
 
 
 def test_template_is_cached_float_unit_range_and_masked():

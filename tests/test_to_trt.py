@@ -12,7 +12,7 @@ import pytest
 
 from export.to_onnx import export_ensemble
 from export.to_trt import attach_timing_cache, read_onnx_meta, timing_cache_bytes
-from ricecli.spec import ModelSpace, Spec
+from ricecli.inference.spec import ModelSpace, Spec
 from train.model import arch_config, build_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,10 +95,11 @@ def test_build_engine_sidecar_and_parity(onnx_models, tmp_path):
     assert side["profile"]["max"] == [4, 3, 24, 28, 24]
     assert side["tensorrt_version"] == trt.__version__
     assert side["parity"]["max_abs_diff_vs_onnxruntime"] <= FP32_PARITY_TOL
-    assert side["parity"]["engine"] == "ricecli.engine.TensorRTEngine"  # ricecli's own path
+    # ricecli's own path
+    assert side["parity"]["engine"] == "ricecli.inference.engine.TensorRTEngine"
     assert side["build"]["timing_cache_status"] == "new"
     assert not list(tmp_path.glob(".*.build"))  # the staging folder is gone
-    model = pytest.importorskip("ricecli.model")
+    model = pytest.importorskip("ricecli.inference.model")
     loaded = model.load_model(engine)
     assert loaded.format == "tensorrt" and loaded.spec == SPEC and loaded.name == "trt-test"
     side16 = convert(fp16, tmp_path / "tiny16.engine", max_batch=4, opt_batch=3,

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ricecli.errors import RicenetError, run_app
-from ricecli.spec import CHANNELS
+from ricecli.inference.spec import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and ablate ricenet models (RICE-NET protocol).")

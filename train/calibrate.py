@@ -3,12 +3,13 @@
 Why a temperature: one parameter fitted by minimising the negative log-likelihood of the OOF
 cases (170 in the default cohort) cannot overfit much, keeps every member's vote and the AUC
 (it is monotone), and is applied member by member exactly as inference sees them
-(ricecli/calibration.py). Each OOF case is scored by the one fold model that did not train
+(ricecli/inference/calibration.py). Each OOF case is scored by the one fold model that did not train
 on it, i.e. one member on unseen data, so the temperature is fitted per member and the
 ensemble averages calibrated members.
 
 RUN/oof.csv: case_id, fold, label, p_RICE, p_recurrence (raw OOF softmax of each fold's
-best epoch). RUN/calibration.json: the fitted Calibration (ricecli.spec) plus its OOF figures.
+best epoch). RUN/calibration.json: the fitted Calibration (ricecli.inference.spec) plus its
+OOF figures.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ricecli.calibration import DEFAULT_FLOOR, member_logits
 from ricecli.errors import InputError
-from ricecli.spec import Calibration
+from ricecli.inference.calibration import DEFAULT_FLOOR, member_logits
+from ricecli.inference.spec import Calibration
 
 CONFORMAL_ALPHA = 0.1  # 90 % coverage target of the prediction sets
 ECE_BINS = 10

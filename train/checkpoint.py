@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from ricecli import __version__
-from ricecli.spec import SPEC_KEY, Spec
+from ricecli.inference.spec import SPEC_KEY, Spec
 from train.model import build_network
 
 

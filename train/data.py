@@ -23,7 +23,7 @@ import numpy as np
 
 from ricecli import __version__
 from ricecli.errors import InputError
-from ricecli.spec import CHANNELS, CLASSES, Spec
+from ricecli.inference.spec import CHANNELS, CLASSES, Spec
 
 REQUIRED = ("case_id", "post_op", "event", "dose", "label")
 CACHE_FORMAT = 1  # bump when the .npz layout changes

@@ -111,7 +111,7 @@ def run_evaluate(run: str | Path, manifest: str | Path, split: str = "test", cac
 def calibration_report(run: Path, y: np.ndarray, member: np.ndarray, classes, n_boot: int,
                        seed: int, out_dir: Path, split: str) -> tuple[dict | None, dict]:
     """Brier/ECE raw vs calibrated, the uncertainty flag's figures, the reliability PNG."""
-    from ricecli.calibration import calibrate_members, uncertainty
+    from ricecli.inference.calibration import calibrate_members, uncertainty
 
     path = run / "calibration.json"
     raw = member.mean(axis=1)[:, 1]

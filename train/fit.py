@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file
 
 from ricecli.errors import InputError, OutputError
-from ricecli.spec import CHANNELS, ModelSpace, Spec, preset_spec
+from ricecli.inference.spec import CHANNELS, ModelSpace, Spec, preset_spec
 from train import dist as D
 from train.checkpoint import save_checkpoint
 from train.data import CohortArrays, default_cache_dir, load_cohort, prepare_cohort, read_manifest

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.spec import Spec
+from ricecli.inference.spec import Spec
 from train.data import cache_file, read_manifest, write_cached
 
 # A small model space for tests (with the tiny architecture): 16^3 voxels of 12 mm.

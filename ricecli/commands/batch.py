@@ -52,10 +52,10 @@ def command(
         select_shard,
         summarise,
     )
-    from ricecli.engine import open_engine, physical_cores
     from ricecli.errors import RicenetError
-    from ricecli.model import load_model
-    from ricecli.outputs import check_output_file, check_writable, input_paths, refuse_inputs
+    from ricecli.inference.engine import open_engine, physical_cores
+    from ricecli.inference.model import load_model
+    from ricecli.io.files import check_output_file, check_writable, input_paths, refuse_inputs
     from ricecli.progress import progress_bar
 
     if jobs < 1:
@@ -72,7 +72,7 @@ def command(
         refuse_inputs(root.expanduser().resolve(), in_paths, "folder", "--explain-dir")
         check_writable(root.expanduser().resolve(), "--explain-dir")
     if dicom_out is not None:
-        from ricecli.dicom_out import check_batch_dicom_out
+        from ricecli.outputs.dicom import check_batch_dicom_out
 
         dicom_out = dicom_out.expanduser().resolve()
         refuse_inputs(dicom_out, in_paths, "folder", "--dicom-out")

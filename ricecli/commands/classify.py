@@ -76,10 +76,10 @@ def command(
     """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
     from rich.console import Console
 
-    from ricecli.engine import describe, open_engine
-    from ricecli.model import load_model
-    from ricecli.outputs import check_output_dir, input_paths
-    from ricecli.report import (
+    from ricecli.inference.engine import describe, open_engine
+    from ricecli.inference.model import load_model
+    from ricecli.io.files import check_output_dir, input_paths
+    from ricecli.outputs.report import (
         check_output_file,
         classify_case,
         print_summary,
@@ -96,7 +96,7 @@ def command(
     if save_prepared is not None:
         check_output_dir(save_prepared, in_paths, overwrite, option="--save-prepared")
     if dicom_out is not None:
-        from ricecli.dicom_out import check_dicom_out
+        from ricecli.outputs.dicom import check_dicom_out
 
         check_dicom_out(dicom_out, inputs.event, in_paths)
     loaded = load_model(model)
@@ -113,7 +113,7 @@ def command(
         write_text_atomic(json_out, to_json(result), inputs=in_paths, overwrite=overwrite)
         console.print(f"result written to {json_out}")
     if dicom_out is not None and result["label"] is not None:
-        from ricecli.dicom_out import write_dicom_outputs
+        from ricecli.outputs.dicom import write_dicom_outputs
 
         for path in write_dicom_outputs(dicom_out, result, inputs.event):
             console.print(f"DICOM written: {path}")

@@ -47,12 +47,17 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from ricecli.engine import describe, open_engine
-    from ricecli.explain import OcclusionSettings, explain_case, rich_progress, write_explain
-    from ricecli.model import load_model
-    from ricecli.outputs import check_output_dir, input_paths, staged_output
+    from ricecli.explain.occlusion import (
+        OcclusionSettings,
+        explain_case,
+        rich_progress,
+        write_explain,
+    )
+    from ricecli.inference.engine import describe, open_engine
+    from ricecli.inference.model import load_model
+    from ricecli.io.files import check_output_dir, input_paths, staged_output
+    from ricecli.outputs.report import classify_case, qa_line, to_json
     from ricecli.prepare import CaseInputs
-    from ricecli.report import classify_case, qa_line, to_json
     from ricecli.simulate.cohort import write_case
 
     console = Console(stderr=True)

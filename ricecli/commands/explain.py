@@ -23,7 +23,7 @@ from ricecli.commands.classify import (
     T1Opt,
     case_inputs,
 )
-from ricecli.explain import OcclusionSettings
+from ricecli.explain.occlusion import OcclusionSettings
 
 
 def command(
@@ -69,13 +69,13 @@ def command(
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
 
-    from ricecli.engine import describe, open_engine
     from ricecli.errors import EXIT_QA_FAILED
-    from ricecli.explain import explain_case, rich_progress, write_explain
-    from ricecli.model import load_model
-    from ricecli.outputs import check_output_dir, input_paths, staged_output
+    from ricecli.explain.occlusion import explain_case, rich_progress, write_explain
+    from ricecli.inference.engine import describe, open_engine
+    from ricecli.inference.model import load_model
+    from ricecli.io.files import check_output_dir, input_paths, staged_output
+    from ricecli.outputs.report import qa_line
     from ricecli.prepare import prepare_case
-    from ricecli.report import qa_line
 
     settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
                                  channels=channels, target=target, batch=batch, region=region,
@@ -86,7 +86,7 @@ def command(
     in_paths = input_paths(inputs, model=model)
     check_output_dir(out, in_paths, overwrite)  # fail before the slow part
     if dicom_out is not None:
-        from ricecli.dicom_out import check_dicom_out
+        from ricecli.outputs.dicom import check_dicom_out
 
         check_dicom_out(dicom_out, inputs.event, in_paths)
     loaded = load_model(model)
@@ -137,7 +137,7 @@ def command(
         f"({', '.join(f'{v:.1f}' for v in result.peak_mm)}) mm")
     console.print(f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)")
     if dicom_out is not None:
-        from ricecli.dicom_out import write_for_explain
+        from ricecli.outputs.dicom import write_for_explain
 
         for path in write_for_explain(dicom_out, case, loaded, engine, result, inputs):
             console.print(f"DICOM written: {path}")

@@ -30,9 +30,9 @@ def gather(model_path: Path | None) -> dict:
     """Everything `info` shows, as plain JSON; a missing default model is noted, not fatal."""
     import onnxruntime as ort
 
-    from ricecli.engine import available_engines, physical_cores
     from ricecli.errors import ModelError
-    from ricecli.model import default_model_path, load_model
+    from ricecli.inference.engine import available_engines, physical_cores
+    from ricecli.inference.model import default_model_path, load_model
 
     out: dict = {"versions": versions(),
                  "engines": available_engines(),
@@ -63,7 +63,7 @@ def command(
     info = gather(model)
     text = json.dumps(info, indent=2, default=str) + "\n"
     if output is not None:
-        from ricecli.report import write_text_atomic
+        from ricecli.outputs.report import write_text_atomic
 
         write_text_atomic(output, text)
     if as_json:

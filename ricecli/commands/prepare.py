@@ -85,9 +85,9 @@ def command(
                            fix="pass --t1 POSTOP --t1 EVENT (post-operative scan first)")
     from rich.console import Console
 
-    from ricecli.outputs import check_output_dir, input_paths, staged_output
+    from ricecli.inference.spec import PRESETS
+    from ricecli.io.files import check_output_dir, input_paths, staged_output
     from ricecli.prepare import CaseInputs, prepare_case, write_prepared
-    from ricecli.spec import PRESETS
 
     if preset not in PRESETS:
         raise RicenetError(f"unknown preset {preset!r}", fix=f"use one of {sorted(PRESETS)}")

@@ -42,7 +42,7 @@ def command(
     from rich.console import Console
     from rich.progress import TextColumn
 
-    from ricecli.outputs import staged_output
+    from ricecli.io.files import staged_output
     from ricecli.progress import progress_bar
     from ricecli.simulate.cohort import DIFFICULTIES, FORMATS, SimConfig, generate_cohort
 

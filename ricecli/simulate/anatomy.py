@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ricecli.template import load_template
+from ricecli.geometry.template import load_template
 
 HEAD_CENTRE_MM = np.array([0.0, 17.0, 7.0])  # template LPS, centre of the brain's bounding box
 BRAINSTEM_CENTRE_MM = np.array([0.0, 27.0, -30.0])  # MNI (0,-27,-30) RAS, in LPS

@@ -258,7 +258,7 @@ def write_case(case: SimulatedCase, root: Path, fmt: str) -> dict:
     if fmt == "dicom":
         from pydicom.uid import generate_uid
 
-        from ricecli.dicom_write import write_mr_series, write_rtdose
+        from ricecli.io.dicom_write import write_mr_series, write_rtdose
 
         study, planning_frame = generate_uid(), generate_uid()
         write_mr_series(case.post_op, folder / "post_op", "T1c post-op", 1, study_uid=study,

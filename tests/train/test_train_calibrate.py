@@ -13,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ricecli.calibration import assess
-from ricecli.model import load_model
-from ricecli.spec import SPEC_KEY, Calibration, Spec
+from ricecli.inference.calibration import assess
+from ricecli.inference.model import load_model
+from ricecli.inference.spec import SPEC_KEY, Calibration, Spec
 from train.calibrate import (
     brier,
     calibration_metrics,

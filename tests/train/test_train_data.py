@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ricecli.errors import InputError
-from ricecli.spec import preset_spec
+from ricecli.inference.spec import preset_spec
 from train.data import cache_file, load_cohort, prepare_cohort, read_manifest
 from train.folds import make_folds, split_indices
 

@@ -16,7 +16,7 @@ still counts in the average. `region="brain"` also skips positions whose cube mi
 Exact incremental inference (default with ONNX Runtime on the CPU, Krypton-style): the local
 layers run once on the original volume; per position only the window each layer's output can
 change is recomputed, up to a depth chosen by measured cost, then the rest of the network runs
-on whole tensors (`ricecli/incremental.py`). `incremental=False` runs whole volumes.
+on whole tensors (`ricecli/explain/incremental.py`). `incremental=False` runs whole volumes.
 
 The core (`occlusion_maps`) needs only numpy and an Engine; SimpleITK is imported where the
 maps meet scan geometry.
@@ -312,8 +312,8 @@ def _open_incremental(model, engine, wanted: bool, threads: int | None, depth: i
     if getattr(model, "format", None) != "onnx" or getattr(engine, "name", "") \
             != "onnxruntime-cpu":
         return None, f"plain (engine {getattr(engine, 'name', '?')})"
-    from ricecli.engine import physical_cores
-    from ricecli.incremental import IncrementalNetwork
+    from ricecli.explain.incremental import IncrementalNetwork
+    from ricecli.inference.engine import physical_cores
 
     try:
         runner = IncrementalNetwork.open(model.path, threads or physical_cores(), depth)
@@ -446,7 +446,7 @@ def write_explain(result: ExplainResult, case, folder, classes: Sequence[str],
 
     import SimpleITK as sitk
 
-    from ricecli.overview import write_overview
+    from ricecli.outputs.overview import write_overview
 
     folder = Path(folder)
     for name, img in result.event_maps.items():

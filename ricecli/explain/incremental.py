@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ricecli.model import INPUT_NAME, OUTPUT_NAMES
+from ricecli.inference.model import INPUT_NAME, OUTPUT_NAMES
 
 TRUNK_BATCH_BYTES = 256 << 20  # trunk input bytes per call (the cut tensors of a batch)
 DELTA_CHUNK_POSITIONS = 64  # positions per windowed-layer call (the fixed-size window batch)
@@ -317,7 +317,7 @@ def _session(model_bytes: bytes, threads: int, spin: bool = True):
     """An ORT CPU session with the engine's threads (intra-op = physical cores)."""
     import onnxruntime as ort
 
-    from ricecli.ort_rewrite import session_options
+    from ricecli.inference.ort_rewrite import session_options
 
     return ort.InferenceSession(model_bytes, session_options(threads, spin),
                                 providers=["CPUExecutionProvider"])

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ricecli.errors import InputError, ModelError
 
-BRAIN_DIR = Path(__file__).resolve().parent / "data" / "brain"
+BRAIN_DIR = Path(__file__).resolve().parents[1] / "data" / "brain"
 BBOX_MODEL = "deepbet_bbox.onnx"
 BRAIN_MODEL = "deepbet_brain.onnx"
 SMALL_GRID = 128  # deepbet's coarse pass

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.dicom_read import (
+from ricecli.errors import InputError
+from ricecli.io.dicom import (
     FORMATS_FIX,
     image_facts,
     is_dicom_file,
@@ -24,7 +25,6 @@ from ricecli.dicom_read import (
     read_dicom_series,
     tag_image,
 )
-from ricecli.errors import InputError
 
 __all__ = ["read_mr", "read_mask", "read_volume", "geometry_summary", "is_dicom_file"]
 

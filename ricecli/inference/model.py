@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ricecli.errors import ModelError
-from ricecli.spec import CARD_KEY, SPEC_KEY, Spec
+from ricecli.inference.spec import CARD_KEY, SPEC_KEY, Spec
 
 INPUT_NAME = "volumes"
 OUTPUT_NAMES = ("probabilities", "member_probabilities")
@@ -41,7 +41,7 @@ class LoadedModel:
 
 def default_model_path() -> Path:
     """Where the shipped default model lives inside the package (the default-model issue)."""
-    return Path(__file__).resolve().parent / "data" / "model" / "ricenet-edge.onnx"
+    return Path(__file__).resolve().parents[1] / "data" / "model" / "ricenet-edge.onnx"
 
 
 def resolve_model_path(path: str | Path | None) -> Path:
@@ -119,7 +119,7 @@ def _card_identity(card: dict, path: Path) -> tuple[str, str]:
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    from ricecli.engine import import_onnxruntime  # a missing ORT is a one-line exit 2
+    from ricecli.inference.engine import import_onnxruntime  # a missing ORT is a one-line exit 2
 
     ort = import_onnxruntime()
     opts = ort.SessionOptions()

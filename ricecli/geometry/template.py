@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.spec import ModelSpace
+from ricecli.inference.spec import ModelSpace
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "data" / "template"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "data" / "template"
 BRAIN_THRESHOLD = 0.2  # nilearn's rule for the MNI152 brain mask: T1 > 0.2 of its maximum
 
 

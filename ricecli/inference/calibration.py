@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ricecli.spec import Calibration, Spec
+from ricecli.inference.spec import Calibration, Spec
 
 DEFAULT_FLOOR = 1e-7
 
@@ -118,7 +118,7 @@ def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
 
 def apply_to_result(result: dict, probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
     """Put calibrated probabilities (label = their argmax), the raw ones, calibration and
-    uncertainty into a result record built by ricecli.report.build_result."""
+    uncertainty into a result record built by ricecli.outputs.report.build_result."""
     record = assess(probs, members, spec)
     classes = list(spec.classes)
     result["probabilities"] = record["probabilities"]

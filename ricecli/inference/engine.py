@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ricecli.errors import ModelError, RicenetError
-from ricecli.model import INPUT_NAME, OUTPUT_NAMES, LoadedModel
+from ricecli.inference.model import INPUT_NAME, OUTPUT_NAMES, LoadedModel
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 CPU_EP, CUDA_EP, TRT_EP = ("CPUExecutionProvider", "CUDAExecutionProvider",
@@ -110,7 +110,9 @@ class OnnxRuntimeEngine:
             with _engine_cache_guard(model, wanted) as provider_list, _quiet_provider_warnings():
                 # enable_fallback=0: ORT's own fallback prints its banner on stdout (breaking
                 # `--json -`) and hides which provider failed; open_engine decides instead.
-                from ricecli.ort_rewrite import cpu_session_source  # issue 12: exact rewrite
+                from ricecli.inference.ort_rewrite import (
+                    cpu_session_source,  # issue 12: exact rewrite
+                )
 
                 source = cpu_session_source(model.path) if wanted == [CPU_EP] else str(model.path)
                 self.session = ort.InferenceSession(source, opts,

@@ -14,7 +14,8 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from ricecli.dicom_read import (
+from ricecli.errors import DoseError, InputError
+from ricecli.io.dicom import (
     READ_ERRORS,
     check_dicom_geometry,
     dicom_facts,
@@ -25,8 +26,7 @@ from ricecli.dicom_read import (
     regular_stack,
     tag_image,
 )
-from ricecli.errors import DoseError, InputError
-from ricecli.read import existing_path, read_volume
+from ricecli.io.volume import existing_path, read_volume
 
 MAX_PLAUSIBLE_GY = 150.0
 PLAN_SUMS = {"PLAN", "MULTI_PLAN", "RECORD", "BRACHY"}  # whole-plan doses

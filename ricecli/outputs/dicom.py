@@ -62,9 +62,9 @@ CLASSIFICATION = ("RN100", "Lesion classification (recurrence vs RICE)")
 def event_series(event: Path) -> list[pydicom.Dataset]:
     """Headers of the event scan's DICOM slices, in the order the reader stacks them.
 
-    A folder: the series with the most slices (as ricecli.dicom_read picks it); a file: its
+    A folder: the series with the most slices (as ricecli.io.dicom picks it); a file: its
     series. InputError (exit 2) when the event scan is not DICOM."""
-    from ricecli.dicom_read import _headers, _series_key, is_dicom_file, read_header
+    from ricecli.io.dicom import _headers, _series_key, is_dicom_file, read_header
 
     event = Path(event)
     uid = None
@@ -96,7 +96,7 @@ def event_series(event: Path) -> list[pydicom.Dataset]:
 def check_dicom_out(out_dir: Path | None, event: Path, inputs: list[Path]) -> None:
     """Refuse before the slow part: a non-DICOM event scan, an output folder that is, holds or
     lies in an input, or highdicom missing. Nothing is written."""
-    from ricecli.outputs import check_writable, refuse_inputs
+    from ricecli.io.files import check_writable, refuse_inputs
 
     if out_dir is None:
         return
@@ -330,8 +330,8 @@ def read_parametric_map(path: Path) -> sitk.Image:
 def write_for_explain(out_dir: Path, case, model, engine, explained, inputs) -> list[Path]:
     """explain --dicom-out: one more engine call for the members (the SR's p, spread and
     uncertainty), then the SR and the occlusion map of `explained` (an ExplainResult)."""
+    from ricecli.outputs.report import build_result, case_inputs_record
     from ricecli.prepare import to_tensor
-    from ricecli.report import build_result, case_inputs_record
 
     probs, members = engine.run(to_tensor(case, model.spec)[None])
     result = build_result(probs[0], members[0], model, engine, getattr(case, "qa", {}) or {},
@@ -367,7 +367,7 @@ def check_batch_dicom_out(out_dir: Path | None, cases: list) -> None:
                              "--dicom-out has no study or series to reference", event,
                              fix="give DICOM series folders for the event scans, or leave "
                              "out --dicom-out")
-    from ricecli.outputs import check_writable
+    from ricecli.io.files import check_writable
 
     check_writable(Path(out_dir).expanduser().resolve(), "--dicom-out")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():

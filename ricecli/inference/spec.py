@@ -22,7 +22,7 @@ CARD_KEY = "ricenet.card"  # model card: members, metrics, training summary, has
 @dataclass(frozen=True)
 class Calibration:
     """How to turn the members' softmax outputs into calibrated probabilities (fit on
-    out-of-fold data by `python -m train fit`; applied by ricecli/calibration.py).
+    out-of-fold data by `python -m train fit`; applied by ricecli/inference/calibration.py).
 
     method "temperature": each member's logits (recovered as log-probabilities, floored at
     `prob_floor`) are divided by `temperature`, softmaxed, then the members are averaged.

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ricecli import __version__
-from ricecli.engine import Engine
 from ricecli.errors import OutputError
-from ricecli.model import LoadedModel
+from ricecli.inference.engine import Engine
+from ricecli.inference.model import LoadedModel
 
 
 @dataclass
@@ -80,7 +80,7 @@ def classify_case(inputs, model: LoadedModel, engine: Engine,
 
 def save_prepared_case(case, out_dir: Path, inputs, overwrite: bool) -> None:
     """Write the prepared channels through the staged-output rule (nothing half-written)."""
-    from ricecli.outputs import staged_output
+    from ricecli.io.files import staged_output
     from ricecli.prepare import write_prepared
 
     with staged_output(out_dir, inputs.paths(), overwrite) as tmp:
@@ -126,7 +126,7 @@ def build_result(probs: np.ndarray, members: np.ndarray, model: LoadedModel, eng
         "inputs": inputs,
         "ricecli_version": __version__,
     }
-    from ricecli.calibration import apply_to_result  # calibrated p, raw p, uncertainty
+    from ricecli.inference.calibration import apply_to_result  # calibrated p, raw p, uncertainty
 
     return apply_to_result(result, probs, members, model.spec)
 
@@ -197,8 +197,8 @@ def to_json(result: dict) -> str:
 
 def check_output_file(path: Path, inputs: list | None = None, overwrite: bool = True) -> Path:
     """Refuse an output file that is an input, lies inside one, is a folder, exists (unless
-    `overwrite`), or cannot be written (ricecli.outputs.check_output_file)."""
-    from ricecli.outputs import check_output_file as check_file
+    `overwrite`), or cannot be written (ricecli.io.files.check_output_file)."""
+    from ricecli.io.files import check_output_file as check_file
 
     path = Path(path)
     for p in inputs or []:
@@ -212,7 +212,7 @@ def check_output_file(path: Path, inputs: list | None = None, overwrite: bool = 
 def write_text_atomic(path: Path, text: str, inputs: list | None = None,
                       overwrite: bool = True) -> Path:
     """Write a file whole or not at all (temp file beside it, then rename); never an input."""
-    from ricecli.outputs import write_atomic
+    from ricecli.io.files import write_atomic
 
     path = check_output_file(path, inputs, overwrite)
     with write_atomic(path, inputs or [], overwrite) as tmp:
@@ -240,7 +240,7 @@ def print_summary(result: dict, console=None) -> None:
     console.print(f"[bold {colour}]{result['label']}[/]  "
                   f"p(recurrence) = {probs.get('recurrence', float('nan')):.3f}  "
                   f"p(RICE) = {probs.get('RICE', float('nan')):.3f}")
-    from ricecli.calibration import summary_lines
+    from ricecli.inference.calibration import summary_lines
 
     for line in summary_lines(result):
         console.print(line, highlight=False)

@@ -1,0 +1,1 @@
+"""Occlusion sensitivity: which regions drove the answer."""

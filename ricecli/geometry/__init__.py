@@ -1,0 +1,1 @@
+"""Where things are: rigid registration, the template, brain extraction."""

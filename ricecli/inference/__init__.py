@@ -1,0 +1,1 @@
+"""The model contract, model loading, engines (ONNX Runtime, TensorRT), calibration."""

@@ -1,0 +1,1 @@
+"""What a run leaves behind: the result record, the console summary, DICOM, overview PNG."""
