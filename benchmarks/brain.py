@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.geometry import brain
+from ricecli.geometry import brain, stripped
 
 ROOT = Path(__file__).resolve().parents[1]
 MRI = ROOT.parent / "shared" / "data" / "mri"
@@ -72,7 +72,7 @@ def main() -> None:
         row = {"case": label,
                "extract_brain": _time(lambda image=image: brain.extract_brain(image), args.repeat),
                "looks_skull_stripped": _time(
-                   lambda image=image: brain.looks_skull_stripped(image), args.repeat)}
+                   lambda image=image: stripped.looks_skull_stripped(image), args.repeat)}
         if label.startswith("TCGA"):
             ref = sitk.ReadImage(str(TCGA / "TCGA-FG-6692_t1c_brainmask.nii.gz"))
             mask = sitk.GetArrayFromImage(brain.extract_brain(image)) > 0

@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.to_onnx import export_ensemble, fold_checkpoints, load_fold_members  # noqa: E402
-from ricecli.inference.spec import PRESETS, Spec  # noqa: E402
+from export.run_folds import fold_checkpoints, load_fold_members  # noqa: E402
+from export.to_onnx import export_ensemble  # noqa: E402
+from ricecli.spec import PRESETS, Spec  # noqa: E402
 from train.model import Ensemble, arch_config, build_network  # noqa: E402
 
 
@@ -381,8 +382,9 @@ def preflight(b: Bench, model_path: Path) -> None:
     shipped model for each device, with the providers its session really got."""
     import onnxruntime as ort
 
-    from ricecli.inference.engine import describe, forget_engines, onnxruntime_builds, open_engine
+    from ricecli.inference.engine import describe, forget_engines, open_engine
     from ricecli.inference.model import load_model
+    from ricecli.runtime import onnxruntime_builds
 
     b.data["preflight"] = {"available_providers": ort.get_available_providers(),
                            "onnxruntime_builds": onnxruntime_builds(), "devices": {}}

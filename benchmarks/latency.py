@@ -106,7 +106,7 @@ def random_edge_model(folder: Path, members: int, spec=None) -> tuple[Path, list
     import torch
 
     from export.to_onnx import export_ensemble
-    from ricecli.inference.spec import PRESETS
+    from ricecli.spec import PRESETS
     from train.model import arch_config, build_network
 
     spec = spec or PRESETS["edge"]
@@ -136,18 +136,17 @@ def side_by_side(fns: dict, repeats: int) -> dict[str, list[float]]:
 def compare_engines(path: Path, nets: list, threads: int, repeats: int,
                     batches: tuple[int, ...]) -> dict:
     """torch eager vs ONNX Runtime as ricecli opens it vs ORT on the file as is, per batch."""
-    import onnxruntime as ort
     import torch
 
     from ricecli.inference.engine import OnnxRuntimeEngine
     from ricecli.inference.model import load_model
-    from ricecli.inference.ort_rewrite import rewritten_model, session_options
+    from ricecli.inference.ort_rewrite import rewritten_model
+    from ricecli.runtime import CPU_EP, cpu_session
     from train.model import Ensemble
 
     model = load_model(path)
-    engine = OnnxRuntimeEngine(model, ["CPUExecutionProvider"], threads=threads)
-    plain = ort.InferenceSession(str(path), session_options(threads),
-                                 providers=["CPUExecutionProvider"])
+    engine = OnnxRuntimeEngine(model, [CPU_EP], threads=threads)
+    plain = cpu_session(path, threads)  # the file as is: the same settings, no rewrite
     ensemble = Ensemble(nets).eval()
     torch.set_num_threads(threads)
     shape = (len(model.spec.channels), *model.spec.model_space.shape_zyx)
@@ -196,7 +195,7 @@ def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
     import torch
 
     from export.to_onnx import export_ensemble
-    from ricecli.inference.spec import ModelSpace, Spec
+    from ricecli.spec import ModelSpace, Spec
     from train.model import arch_config, build_network
 
     spec = Spec(preset="paper", model_space=ModelSpace(spacing_mm=(2.0, 2.0, 2.0),
@@ -211,12 +210,12 @@ def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
 
 
 def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
-    """read / prepare (with its sub-stages) / infer / classify_case end to end, in-process."""
+    """read / prepare (with its sub-stages) / infer / pipeline.classify end to end, in-process."""
     from ricecli.inference.engine import describe, open_engine
     from ricecli.inference.model import load_model
     from ricecli.io.dose import read_dose
     from ricecli.io.volume import read_mr
-    from ricecli.outputs.report import classify_case, prepare_timings
+    from ricecli.pipeline import classify, prepare_timings
     from ricecli.prepare import CaseInputs, prepare_case, to_tensor
 
     model = load_model(model_path)
@@ -238,7 +237,7 @@ def stages(paths: dict, model_path: Path | None, repeats: int) -> dict:
     t_infer, _ = timed(lambda: engine.run(tensor), repeats)
     out["infer_s"] = round(t_infer, 4)
     start = time.perf_counter()
-    result = classify_case(inputs, model, engine)
+    result = classify(inputs, model, engine).record
     out["classify_in_process_s"] = round(time.perf_counter() - start, 3)
     out["classify_timings_s"] = result["timings_s"]
     print(f"read {out['read_s']} s; prepare {out['prepare_s']} s "
@@ -297,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ricecli import __version__
-    from ricecli.inference.engine import physical_cores
     from ricecli.inference.model import default_model_path, load_model
+    from ricecli.runtime import physical_cores
 
     threads = args.threads or physical_cores()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ricenet-latency-"))

@@ -105,8 +105,8 @@ def paper_run(args) -> dict:
 
     from export.to_onnx import export_ensemble
     from ricecli.explain.incremental import IncrementalNetwork
-    from ricecli.explain.occlusion import _jobs
-    from ricecli.inference.spec import ModelSpace, Spec
+    from ricecli.explain.positions import plan_jobs
+    from ricecli.spec import ModelSpace, Spec
     from train.model import arch_config, build_network
 
     size = args.paper
@@ -120,7 +120,7 @@ def paper_run(args) -> dict:
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     cube = (args.cube_vox,) * 3
-    jobs, counts = _jobs(vol, [[0, 1, 2]], cube, cube, 0.0, "shift", mask, True)
+    jobs, counts = plan_jobs(vol, [[0, 1, 2]], cube, cube, 0.0, "shift", mask, True)
     pick = np.linspace(0, len(jobs) - 1, min(args.positions, len(jobs))).round().astype(int)
     occlusions = [([0, 1, 2], jobs[i][1]) for i in pick]
     res: dict = {"preset": "paper", "shape_zyx": list(vol.shape[1:]), "cube_vox": list(cube),
@@ -212,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(paper_run(args)))
         return 0
     from export.to_onnx import export_ensemble
-    from ricecli.explain.occlusion import incremental_for, mm_to_voxels, occlusion_maps
+    from ricecli.explain.incremental import incremental_for
+    from ricecli.explain.occlusion import occlusion_maps
+    from ricecli.explain.positions import mm_to_voxels
     from ricecli.inference.engine import OnnxRuntimeEngine
     from ricecli.inference.model import load_model
-    from ricecli.inference.spec import PRESETS
+    from ricecli.spec import PRESETS
 
     spec = PRESETS["edge"]
     if args.case:

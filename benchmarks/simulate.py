@@ -26,7 +26,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ricecli.geometry.template import load_template
-from ricecli.simulate.cohort import SimConfig, simulate_case, write_case
+from ricecli.simulate.case import SimConfig, simulate_case
+from ricecli.simulate.cohort import write_case
 
 
 def _geometry(index: int) -> dict:
@@ -34,7 +35,7 @@ def _geometry(index: int) -> dict:
     import numpy as np
 
     from ricecli.simulate.anatomy import build_anatomy
-    from ricecli.simulate.cohort import case_rng
+    from ricecli.simulate.case import case_rng
     from ricecli.simulate.treatment import place_resection, plan_dose
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)

@@ -3,14 +3,14 @@
     python export/to_onnx.py --run RUN --out model.onnx [--folds all|0,1] [--fp16] [--name N]
                              [--check-case DIR|FILE.npz]
 
-The graph (the contract `ricecli/inference/model.py` reads): input `volumes` [N, C, D, H, W] float32
-(dynamic N), outputs `probabilities` [N, 2] and `member_probabilities` [N, M, 2] in the
-spec's class order; opset 18; one self-contained file. `metadata_props` hold `ricenet.spec`
-(Spec.to_json()) and `ricenet.card` (JSON: name, version, classes, members with their fold
-metrics and checkpoint sha256, training summary, intended use, created, exporter versions,
-fp16). With --fp16 the weights and compute are float16 inside, behind Cast nodes, so the
-float32 interface stays. Every export is checked (onnx full check, ONNX Runtime vs the float32
-PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
+The graph follows ricecli/contract.py (input `volumes` [N, C, D, H, W] float32 with
+a dynamic N; outputs `probabilities` [N, 2] and `member_probabilities` [N, M, 2]; spec and
+card in metadata_props); opset 18; one self-contained file. The card holds name, version,
+classes, members with their fold metrics and checkpoint sha256, training summary, intended
+use, created, exporter versions and fp16. With --fp16 the weights and compute are float16
+inside, behind Cast nodes, so the float32 interface stays. Only the torch export is here: every
+export is checked (onnx full check, then ricecli's own load_model and OnnxRuntimeEngine vs the
+float32 PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
 
 --calibration auto (default) puts RUN/calibration.json (written by `python -m train fit`:
 temperature and conformal threshold fitted on out-of-fold predictions) into the spec's
@@ -31,19 +31,28 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from export.run_folds import (  # noqa: E402
+    fold_checkpoints,
+    load_fold_members,
+    run_calibration,
+    run_card,
+)
 from ricecli import __version__ as RICECLI_VERSION  # noqa: E402
-from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
-from ricecli.inference.model import file_sha256  # noqa: E402
-from ricecli.inference.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+from ricecli.cli import report_error  # noqa: E402
+from ricecli.contract import INPUT_NAME, OUTPUT_NAMES, metadata  # noqa: E402
+from ricecli.errors import InputError, ModelError  # noqa: E402
+from ricecli.inference.engine import OnnxRuntimeEngine  # noqa: E402
+from ricecli.inference.model import file_sha256, load_model  # noqa: E402
+from ricecli.runtime import CPU_EP  # noqa: E402
+from ricecli.spec import Spec  # noqa: E402
 
-INPUT_NAME = "volumes"
-OUTPUT_NAMES = ("probabilities", "member_probabilities")
 OPSET = 18
 PARITY_TOL = 1e-4
 INTENDED_USE = "research; trained on simulated data unless stated; not for clinical use"
@@ -81,7 +90,7 @@ def pick_exporter(exporter: str = "auto") -> str:
     return exporter
 
 
-def _graph_module(members: list, fp16: bool):
+def _graph_module(members: list[Any], fp16: bool) -> Any:
     """Ensemble wrapped so the ONNX interface is float32 even when the inside is float16."""
     import torch
 
@@ -100,7 +109,7 @@ def _graph_module(members: list, fp16: bool):
     return OnnxEnsemble().eval()
 
 
-def _torch_export(module, example, path: Path, exporter: str) -> None:
+def _torch_export(module: Any, example: Any, path: Path, exporter: str) -> None:
     """Write the graph with a dynamic batch axis, all weights inside the one file."""
     import torch
 
@@ -120,14 +129,16 @@ def _torch_export(module, example, path: Path, exporter: str) -> None:
                               opset_version=OPSET, dynamo=False)
 
 
-def complete_card(card: dict, spec: Spec, fp16: bool, exporter: str, members: int) -> dict:
+def complete_card(card: dict[str, Any], spec: Spec, fp16: bool, exporter: str,
+                  members: int) -> dict[str, Any]:
     """Fill what every card must say (classes, intended use, versions, time) if missing."""
     import onnx
     import onnxruntime
     import torch
 
-    out = {"name": f"ricenet-{spec.preset}", "version": "0.1.0", "classes": list(spec.classes),
-           "members": [{"index": i} for i in range(members)], "intended_use": INTENDED_USE}
+    out: dict[str, Any] = {
+        "name": f"ricenet-{spec.preset}", "version": "0.1.0", "classes": list(spec.classes),
+        "members": [{"index": i} for i in range(members)], "intended_use": INTENDED_USE}
     out.update(card)
     out["fp16"] = fp16
     out.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -138,13 +149,9 @@ def complete_card(card: dict, spec: Spec, fp16: bool, exporter: str, members: in
 
 
 def _ort_run(path: Path, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    mean, member = session.run(list(OUTPUT_NAMES), {INPUT_NAME: volumes.astype(np.float32)})
-    return mean, member
+    """The model as ricecli runs it on the CPU: load_model (checks the I/O contract and the
+    metadata) and OnnxRuntimeEngine."""
+    return OnnxRuntimeEngine(load_model(path), [CPU_EP]).run(volumes.astype(np.float32))
 
 
 def _torch_run(members: list, volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +201,7 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
         _torch_export(_graph_module(members, fp16), example, tmp, exporter)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
-        for key, value in ((SPEC_KEY, spec.to_json()), (CARD_KEY, json.dumps(card))):
+        for key, value in metadata(spec, card).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.doc_string = f"ricenet {card['name']} {card['version']}: {INTENDED_USE}"
@@ -205,7 +212,7 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
         worst = max(diffs.values())
         if not np.isfinite(worst) or (not fp16 and worst > tol):
             raise ModelError(f"ONNX Runtime disagrees with PyTorch by {worst:.2e} (> {tol:g}) "
-                             f"on {max(diffs, key=diffs.get)}", out_path,
+                             f"on {max(diffs, key=lambda k: diffs[k])}", out_path,
                              fix="report this with the torch/onnxruntime versions; try "
                              "--exporter torchscript")
         tmp.replace(out_path)
@@ -215,93 +222,6 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
                         sha256=file_sha256(out_path), members=len(members), fp16=fp16,
                         opset=OPSET, exporter=exporter, parity=diffs,
                         seconds=time.perf_counter() - start)
-
-
-def fold_checkpoints(run: Path, folds: str = "all") -> list[Path]:
-    """RUN/fold{k}/best.safetensors for the chosen folds (all that exist, or a list)."""
-    if not run.is_dir():
-        raise InputError("run folder not found", run, fix="pass --run RUN written by "
-                         "'python -m train fit'")
-    if folds == "all":
-        found = sorted(run.glob("fold*/best.safetensors"),
-                       key=lambda p: int(p.parent.name[4:]) if p.parent.name[4:].isdigit() else 0)
-        if not found:
-            raise InputError("no fold*/best.safetensors in the run folder", run,
-                             fix="train first ('python -m train fit') or pass the right --run")
-        return found
-    try:
-        ks = [int(k) for k in folds.split(",") if k.strip()]
-    except ValueError:
-        raise InputError(f"--folds {folds!r} is not 'all' or a list like 0,1,2",
-                         fix="pass --folds all or --folds 0,2") from None
-    paths = [run / f"fold{k}" / "best.safetensors" for k in ks]
-    for p in paths:
-        if not p.is_file():
-            raise InputError("fold checkpoint not found", p, fix="check --folds against the run")
-    return paths
-
-
-def load_fold_members(paths: list[Path]) -> tuple[list, Spec, list]:
-    """Load checkpoints; all must share one spec and architecture."""
-    from train.checkpoint import load_checkpoint
-
-    checkpoints = []
-    for p in paths:
-        try:
-            checkpoints.append(load_checkpoint(p))
-        except (ValueError, OSError) as err:
-            raise InputError(f"not a readable ricenet checkpoint ({err})", p,
-                             fix="pass a run folder written by 'python -m train fit'") from None
-    first = checkpoints[0]
-    for p, ck in zip(paths, checkpoints, strict=True):
-        if ck.spec != first.spec or ck.arch != first.arch:
-            raise InputError("checkpoint spec or architecture differs from the first fold's", p,
-                             fix="export folds of one run only")
-    return [ck.network() for ck in checkpoints], first.spec, checkpoints
-
-
-def run_card(run: Path, paths: list[Path], checkpoints: list, name: str | None) -> dict:
-    """Model card from the checkpoints and the run folder (folds.json, summary.json)."""
-    members = [{"fold": ck.fold, "metrics": ck.metrics, "source": str(p.relative_to(run)),
-                "sha256": file_sha256(p)} for p, ck in zip(paths, checkpoints, strict=True)]
-    metrics: dict[str, dict] = {}
-    keys = {k for ck in checkpoints for k, v in ck.metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for k in sorted(keys):
-        vals = [float(ck.metrics[k]) for ck in checkpoints if isinstance(ck.metrics.get(k),
-                                                                         (int, float))]
-        metrics[f"val_{k}"] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals)),
-                               "n": len(vals)}
-    training = {"run": run.name, "arch": checkpoints[0].arch, "config": checkpoints[0].config,
-                "code_version": checkpoints[0].code_version}
-    for fname, key in (("folds.json", "folds"), ("summary.json", "summary")):
-        try:
-            data = json.loads((run / fname).read_text())
-        except (OSError, ValueError):
-            continue
-        if key == "folds" and isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k != "val"}
-        training[key] = data
-    return {"name": name or run.resolve().name, "members": members, "metrics": metrics,
-            "training": training,
-            "source_checkpoints": {m["source"]: m["sha256"] for m in members}}
-
-
-def run_calibration(run: Path, choice: str) -> tuple[object | None, dict | None]:
-    """(Calibration, calibration.json record) for --calibration auto | none | PATH."""
-    from train.calibrate import load_calibration
-
-    if choice == "none":
-        return None, None
-    path = run / "calibration.json" if choice == "auto" else Path(choice)
-    if choice == "auto" and not path.is_file():
-        return None, None
-    if not path.is_file():
-        raise InputError("calibration file not found", path,
-                         fix="pass RUN/calibration.json (written by 'python -m train fit'), "
-                         "auto, or none")
-    cal = load_calibration(path)
-    return cal, json.loads(path.read_text())
 
 
 def read_check_case(path: Path, spec: Spec) -> np.ndarray:
@@ -372,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration, cal_record = run_calibration(args.run, args.calibration)
         if calibration is not None:
             spec = replace(spec, calibration=calibration)
-            card["calibration"] = {**cal_record, "applied_by": "ricecli (temperature on each "
-                                   "member's log-probabilities, then the mean)"}
+            card["calibration"] = {**(cal_record or {}), "applied_by": "ricecli (temperature on "
+                                   "each member's log-probabilities, then the mean)"}
         for extra in args.card_extra:
             try:
                 card.update(json.loads(extra.read_text()))

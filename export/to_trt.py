@@ -1,5 +1,8 @@
 """ONNX model -> TensorRT engine for this GPU, with a JSON sidecar and a parity check.
 
+Only the TensorRT build is here; reading the model, the sidecar format and the parity check
+are ricecli's own (load_model, contract.new_sidecar, OnnxRuntimeEngine vs TensorRTEngine).
+
     python export/to_trt.py --onnx model.onnx --out model.engine [--fp16] [--max-batch B]
                             [--opt-batch O] [--timing-cache F] [--workspace-gb G]
 
@@ -13,21 +16,7 @@ fresh one started) and saved back (atomically) after the build. The parity check
 written engine through ricecli's own TensorRTEngine against ricecli's ONNX Runtime engine; an
 engine that fails it is not left behind.
 
-Sidecar contract (`model.engine.json` beside `model.engine`; read by `ricecli/inference/model.py`):
-    format             "ricenet-trt-sidecar/1"
-    ricenet.spec       the spec as a JSON object (Spec.from_dict) - copied from the ONNX
-    ricenet.card       the model card as a JSON object - copied from the ONNX
-    engine             {"file", "sha256", "size_bytes"}
-    onnx               {"file", "sha256"} of the source model
-    tensorrt_version   e.g. "10.13.0.35"; the engine only loads with this exact version
-    gpu                {"name", "compute_capability"}; engines are specific to the GPU model
-    build              {"fp16", "strongly_typed", "flags", "workspace_gb", "timing_cache"}
-    profile            {"input": "volumes", "min"/"opt"/"max": [N, C, D, H, W]}
-    io                 {"input": "volumes", "outputs": ["probabilities", "member_probabilities"],
-                        "dtype": "float32"} - I/O stays float32 even for fp16 engines
-    parity             {"max_abs_diff_vs_onnxruntime": float, "batch": int,
-                        "engine": "ricecli.inference.engine.TensorRTEngine"}
-    created            ISO time (UTC)
+The sidecar (`model.engine.json` beside `model.engine`) follows ricecli/contract.py.
 Without TensorRT or without a CUDA GPU this exits 2 with one line.
 """
 
@@ -38,26 +27,30 @@ import os
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 if __package__ in (None, ""):  # run as `python export/to_trt.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ricecli.errors import InputError, ModelError, report_error  # noqa: E402
-from ricecli.inference.model import file_sha256  # noqa: E402
-from ricecli.inference.spec import CARD_KEY, SPEC_KEY, Spec  # noqa: E402
+from ricecli.cli import report_error  # noqa: E402
+from ricecli.contract import INPUT_NAME, new_sidecar, sidecar_path  # noqa: E402
+from ricecli.errors import InputError, ModelError  # noqa: E402
+from ricecli.inference.engine import OnnxRuntimeEngine, TensorRTEngine  # noqa: E402
+from ricecli.inference.gpu import gpu_device  # noqa: E402
+from ricecli.inference.model import file_sha256, load_model  # noqa: E402
+from ricecli.io.files import write_bytes_atomic  # noqa: E402
+from ricecli.runtime import CPU_EP  # noqa: E402
+from ricecli.spec import Spec  # noqa: E402
 
-INPUT_NAME = "volumes"
-OUTPUT_NAMES = ("probabilities", "member_probabilities")
-SIDECAR_FORMAT = "ricenet-trt-sidecar/1"
 FP16_PARITY_TOL = 1e-2
 FP32_PARITY_TOL = 2e-3  # TF32 convolutions are allowed by default
 
 
-def import_tensorrt():
+def import_tensorrt() -> Any:
     """The tensorrt module, or a one-line ModelError saying how to get it."""
     try:
         import tensorrt as trt
@@ -69,60 +62,29 @@ def import_tensorrt():
     return trt
 
 
-def gpu_name() -> tuple[str, str] | None:
-    """(name, compute capability) of CUDA device 0, or None without a usable GPU."""
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        if not torch.cuda.is_available():
-            return None
-        major, minor = torch.cuda.get_device_capability(0)
-        return torch.cuda.get_device_name(0), f"{major}.{minor}"
-    import ctypes
-
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-        count = ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return None
-        name, major, minor = ctypes.create_string_buffer(256), ctypes.c_int(0), ctypes.c_int(0)
-        cuda.cuDeviceGetName(name, 256, 0)
-        ok = (cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, 0) == 0  # capability major
-              and cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, 0) == 0)  # and minor
-        return name.value.decode(), f"{major.value}.{minor.value}" if ok else "unknown"
-    except OSError:
-        return None
-
-
-def trt_major(trt) -> int:
+def trt_major(trt: Any) -> int:
+    """The TensorRT major version (10 or 11)."""
     return int(trt.__version__.split(".")[0])
 
 
-def read_onnx_meta(path: Path) -> tuple[Spec, dict, bool]:
-    """Spec, card and whether the weights are float16, from a ricenet ONNX file."""
+def read_onnx_meta(path: Path) -> tuple[Spec, dict[str, Any], bool]:
+    """Spec, card (through ricecli's loader, which checks the I/O contract) and whether the
+    model is float16 inside (the card says it; older cards: any float16 initializer)."""
     import onnx
 
     if not path.is_file():
         raise InputError("ONNX model not found", path, fix="export one with export/to_onnx.py")
-    try:
+    model = load_model(path)
+    fp16 = model.card.get("fp16")
+    if fp16 is None:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf raises several types
-        raise InputError(f"not a readable ONNX file ({type(err).__name__})", path,
-                         fix="pass a .onnx written by export/to_onnx.py") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if SPEC_KEY not in meta:
-        raise InputError(f"ONNX model has no {SPEC_KEY} metadata", path,
-                         fix="export it with export/to_onnx.py")
-    spec = Spec.from_json(meta[SPEC_KEY])
-    card = json.loads(meta.get(CARD_KEY, "{}"))
-    fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
-    return spec, card, bool(card.get("fp16", fp16))
+        fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    return model.spec, model.card, bool(fp16)
 
 
 def build_engine(onnx_path: Path, spec: Spec, onnx_fp16: bool, fp16: bool, max_batch: int,
-                 opt_batch: int, timing_cache: Path | None, workspace_gb: float) -> tuple:
+                 opt_batch: int, timing_cache: Path | None, workspace_gb: float
+                 ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
     """Serialized engine bytes and the build description for the sidecar."""
     trt = import_tensorrt()
     major = trt_major(trt)
@@ -167,7 +129,7 @@ def build_engine(onnx_path: Path, spec: Spec, onnx_fp16: bool, fp16: bool, max_b
     if timing_cache is not None:
         data = timing_cache_bytes(config.get_timing_cache())
         if data:
-            write_atomic(timing_cache, data)
+            write_bytes_atomic(timing_cache, data)
         else:
             cache_status = "not saved (TensorRT returned no timing cache)"
     build = {"fp16": bool(fp16 or onnx_fp16), "onnx_fp16": onnx_fp16,
@@ -177,17 +139,8 @@ def build_engine(onnx_path: Path, spec: Spec, onnx_fp16: bool, fp16: bool, max_b
     return bytes(plan), build, {"input": INPUT_NAME, **shapes}
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside the target, then rename: never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def attach_timing_cache(create, attach, cached: bytes) -> tuple[object | None, str]:
+def attach_timing_cache(create: Callable[[bytes], Any], attach: Callable[[Any], bool],
+                        cached: bytes) -> tuple[object | None, str]:
     """Give the builder a timing cache: the saved one when TensorRT accepts it, else a fresh
     one. `create(bytes)` is config.create_timing_cache, `attach(cache) -> bool` is
     config.set_timing_cache(cache, ignore_mismatch=False), which returns False (and leaves no
@@ -209,7 +162,7 @@ def attach_timing_cache(create, attach, cached: bytes) -> tuple[object | None, s
     return cache, status
 
 
-def timing_cache_bytes(cache) -> bytes:
+def timing_cache_bytes(cache: Any) -> bytes:
     """The serialized timing cache, or b"" when the builder has none."""
     if cache is None:
         return b""
@@ -220,24 +173,21 @@ def timing_cache_bytes(cache) -> bytes:
 def trt_parity(engine_path: Path, onnx_path: Path, spec: Spec, batch: int) -> float:
     """Max |TensorRT - ONNX Runtime| on a seeded random batch, both through ricecli's own
     engines (TensorRTEngine on the written engine + sidecar, ONNX Runtime on the CPU)."""
-    from ricecli.inference.engine import OnnxRuntimeEngine, TensorRTEngine
-    from ricecli.inference.model import load_model
-
     shape = (batch, len(spec.channels), *spec.model_space.shape_zyx)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    want = OnnxRuntimeEngine(load_model(onnx_path), ["CPUExecutionProvider"]).run(x)
+    want = OnnxRuntimeEngine(load_model(onnx_path), [CPU_EP]).run(x)
     got = TensorRTEngine(load_model(engine_path)).run(x)
     return float(max(np.abs(g - w).max() for g, w in zip(got, want, strict=True)))
 
 
 def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
             opt_batch: int = 16, timing_cache: Path | None = None, workspace_gb: float = 8.0,
-            parity_batch: int = 2) -> dict:
+            parity_batch: int = 2) -> dict[str, Any]:
     """Build, check and write `out` and its sidecar `out.json`; return the sidecar."""
     import hashlib
 
     trt = import_tensorrt()
-    gpu = gpu_name()
+    gpu = gpu_device()
     if gpu is None:
         raise ModelError("no CUDA GPU found; TensorRT engines are built on the GPU they run on",
                          fix="run export/to_trt.py on the workstation with the NVIDIA GPU")
@@ -250,26 +200,19 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
                                         timing_cache, workspace_gb)
     build["seconds"] = round(time.perf_counter() - start, 2)
     batch = min(parity_batch, max_batch)
-    sidecar = {
-        "format": SIDECAR_FORMAT, SPEC_KEY: spec.to_dict(), CARD_KEY: card,
-        "engine": {"file": out.name, "sha256": hashlib.sha256(plan).hexdigest(),
-                   "size_bytes": len(plan)},
-        "onnx": {"file": onnx_path.name, "sha256": file_sha256(onnx_path)},
-        "tensorrt_version": trt.__version__,
-        "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
-        "build": build, "profile": profile,
-        "io": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "dtype": "float32"},
-        "parity": {"max_abs_diff_vs_onnxruntime": None, "batch": batch,
-                   "engine": "ricecli.inference.engine.TensorRTEngine"},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    sidecar = new_sidecar(
+        spec, card, engine={"file": out.name, "sha256": hashlib.sha256(plan).hexdigest(),
+                            "size_bytes": len(plan)},
+        onnx={"file": onnx_path.name, "sha256": file_sha256(onnx_path)},
+        tensorrt_version=trt.__version__, gpu={"name": gpu[0], "compute_capability": gpu[1]},
+        build=build, profile=profile, parity_batch=batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.{os.getpid()}.build"  # checked here, then moved
     staging.mkdir(exist_ok=True)
     try:
         staged = staging / out.name
         staged.write_bytes(plan)
-        staged.with_name(out.name + ".json").write_text(json.dumps(sidecar, indent=1))
+        sidecar_path(staged).write_text(json.dumps(sidecar, indent=1))
         diff = trt_parity(staged, onnx_path, spec, batch)
         tol = FP16_PARITY_TOL if build["fp16"] else FP32_PARITY_TOL
         if not np.isfinite(diff) or diff > tol:
@@ -277,8 +220,8 @@ def convert(onnx_path: Path, out: Path, fp16: bool = False, max_batch: int = 32,
                              out, fix="rebuild without --fp16 or report it with the TensorRT "
                              "version")
         sidecar["parity"]["max_abs_diff_vs_onnxruntime"] = diff
-        write_atomic(out, plan)
-        write_atomic(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1).encode())
+        write_bytes_atomic(out, plan)
+        write_bytes_atomic(sidecar_path(out), json.dumps(sidecar, indent=1).encode())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sidecar

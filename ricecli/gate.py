@@ -10,12 +10,13 @@ on the data listed in docs/qa.md.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
 
 from ricecli.errors import DoseError, InputError
-from ricecli.io.dicom import image_facts
+from ricecli.io.base import image_facts
 
 # texture: std of (image - Gaussian(3 mm) of it) / std of the image, on the image's foreground
 # at ~3 mm. Measured (docs/qa.md): real and simulated MR 0.26-0.56; doses 0.02-0.15.
@@ -150,7 +151,19 @@ def check_dose_patient(post_op: sitk.Image, dose: sitk.Image, dose_path: str | P
                         f"{pid_scan!r}", dose_path, fix="give the dose plan of this patient")
 
 
-def check_case(inputs, post_op: sitk.Image, event: sitk.Image, dose_gy: sitk.Image) -> dict:
+class CasePaths(Protocol):
+    """The input paths the gate names in its refusals (ricecli.prepare.CaseInputs has them)."""
+
+    @property
+    def post_op(self) -> str | Path: ...
+    @property
+    def event(self) -> str | Path: ...
+    @property
+    def dose(self) -> str | Path: ...
+
+
+def check_case(inputs: CasePaths, post_op: sitk.Image, event: sitk.Image,
+               dose_gy: sitk.Image) -> dict:
     """Every role check of one case, cheapest first; the measurements for qa.json."""
     check_visits(post_op, event, inputs.post_op, inputs.event)
     check_dose_patient(post_op, dose_gy, inputs.dose)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +17,23 @@ import SimpleITK as sitk
 
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import check_case as gate_case
-from ricecli.geometry.brain import extract_brain, looks_skull_stripped, stripped_brain
-from ricecli.geometry.register import (
-    Registration,
+from ricecli.geometry.brain import extract_brain
+from ricecli.geometry.register import Registration, register_rigid, register_to_template
+from ricecli.geometry.resample import (
+    affine_matrix,
+    brain_points,
     on_grid,
-    register_rigid,
-    register_to_template,
-    working_image,
+    points_inside,
+    resample_to_grid,
+    scan_support,
+    template_soft_mask,
 )
+from ricecli.geometry.stripped import looks_skull_stripped, stripped_brain
 from ricecli.geometry.template import load_template, model_space_grid
-from ricecli.inference.spec import Spec
 from ricecli.io.dose import read_dose
 from ricecli.io.volume import geometry_summary, read_mask, read_mr
 from ricecli.qa import assess as assess_qa
+from ricecli.spec import Spec
 
 MIN_DOSE_COVERAGE = 0.01  # below this fraction of the brain inside the dose grid: wrong frame
 WARN_DOSE_COVERAGE = 0.90
@@ -69,109 +72,6 @@ class PreparedCase:
     qa: dict = field(default_factory=dict)
 
 
-def affine_matrix(transform: sitk.Transform) -> np.ndarray:
-    """4x4 homogeneous matrix of a rigid/affine sitk transform (y = M (x - c) + c + t)."""
-    m = np.asarray(transform.GetMatrix(), float).reshape(3, 3)
-    c = np.asarray(transform.GetCenter(), float)
-    t = np.asarray(transform.GetTranslation(), float)
-    out = np.eye(4)
-    out[:3, :3] = m
-    out[:3, 3] = c + t - m @ c
-    return out
-
-
-def affine_transform(matrix: np.ndarray) -> sitk.AffineTransform:
-    """A sitk AffineTransform from a 4x4 matrix (centre at the origin)."""
-    out = sitk.AffineTransform(3)
-    out.SetMatrix(matrix[:3, :3].ravel().tolist())
-    out.SetTranslation(matrix[:3, 3].tolist())
-    return out
-
-
-def _brain_points(reference: sitk.Image, brain: np.ndarray) -> np.ndarray:
-    """World (LPS) points of the brain voxels of an identity-direction grid, as [N, 3] (x,y,z)."""
-    zyx = np.argwhere(brain > 0)
-    return np.asarray(reference.GetOrigin()) + zyx[:, ::-1] * np.asarray(reference.GetSpacing())
-
-
-def _inside(points: np.ndarray, matrix: np.ndarray, image: sitk.Image) -> np.ndarray:
-    """Which world points, mapped by `matrix`, fall inside `image`'s voxel grid."""
-    world = points @ matrix[:3, :3].T + matrix[:3, 3]
-    d = np.asarray(image.GetDirection()).reshape(3, 3)
-    index = (world - np.asarray(image.GetOrigin())) @ d / np.asarray(image.GetSpacing())
-    size = np.asarray(image.GetSize())
-    return np.all((index >= -0.5) & (index <= size - 0.5), axis=1)
-
-
-def antialiased(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """Gaussian-smoothed so that sampling at `spacing_mm` does not alias: sigma per axis
-    0.5 * sqrt(target^2 - own^2). Without it a 1 mm scan sampled at 3 mm changes with every
-    sub-voxel shift (a 0.2 mm pose difference dropped the event channel's correlation to 0.92)."""
-    sigma = [0.5 * float(np.sqrt(max(0.0, spacing_mm**2 - s**2))) for s in image.GetSpacing()]
-    if max(sigma) <= 0:
-        return image
-    out = image
-    for axis, s in enumerate(sigma):
-        if s > 0:
-            out = sitk.RecursiveGaussian(out, sigma=s, direction=axis)
-    return out
-
-
-def _crop_to(image: sitk.Image, reference: sitk.Image, matrix: np.ndarray,
-             margin_mm: float) -> sitk.Image:
-    """The part of `image` that the reference grid, mapped by `matrix`, can read (plus a
-    margin): smoothing a 1 mm head costs per voxel, and model space covers a part of it."""
-    size = np.asarray(reference.GetSize())
-    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1)
-                        for k in (0, size[2] - 1)], float)
-    world = np.asarray(reference.GetOrigin()) + corners * np.asarray(reference.GetSpacing())
-    world = world @ matrix[:3, :3].T + matrix[:3, 3]
-    d = np.asarray(image.GetDirection()).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing())
-    index = (world - np.asarray(image.GetOrigin())) @ d / spacing
-    pad = np.ceil(margin_mm / spacing) + 1
-    lo = np.maximum(np.floor(index.min(axis=0) - pad), 0).astype(int)
-    hi = np.minimum(np.ceil(index.max(axis=0) + pad), np.asarray(image.GetSize()) - 1).astype(int)
-    if np.any(hi < lo) or np.all(lo == 0) and np.all(hi == np.asarray(image.GetSize()) - 1):
-        return image
-    return sitk.RegionOfInterest(image, (hi - lo + 1).tolist(), lo.tolist())
-
-
-def _resample(image: sitk.Image, reference: sitk.Image, matrix: np.ndarray,
-              interpolator: int = sitk.sitkLinear) -> np.ndarray:
-    """One resampling into model space (anti-aliased for linear interpolation); 0 outside."""
-    if interpolator == sitk.sitkLinear:
-        spacing = min(reference.GetSpacing())
-        # 6 sigma of margin: the recursive Gaussian's response there is below 1e-7
-        image = antialiased(_crop_to(image, reference, matrix, 6 * 0.5 * spacing), spacing)
-    out = sitk.Resample(image, reference, affine_transform(matrix), interpolator, 0.0,
-                        image.GetPixelID())
-    return sitk.GetArrayFromImage(out)
-
-
-@lru_cache(maxsize=4)
-def _template_soft_mask(size: tuple, spacing: tuple, origin: tuple) -> np.ndarray:
-    grid = sitk.Image([int(n) for n in size], sitk.sitkUInt8)
-    grid.SetSpacing(spacing)
-    grid.SetOrigin(origin)
-    mask = sitk.Cast(load_template().mask, sitk.sitkFloat32)
-    return np.clip(_resample(mask, grid, np.eye(4)), 0.0, 1.0)
-
-
-def template_soft_mask(reference: sitk.Image) -> np.ndarray:
-    """The template's brain mask on the model-space grid, anti-aliased (0..1, z, y, x)."""
-    return _template_soft_mask(reference.GetSize(), reference.GetSpacing(),
-                               reference.GetOrigin()).copy()
-
-
-def _support(image: sitk.Image, reference: sitk.Image, matrix: np.ndarray) -> np.ndarray:
-    """Where the scan holds data, softly (0..1) in model space: inside its grid and not exact
-    zero (tissue never is; zero padding from reslicing or a thin slab is no data)."""
-    has_data = working_image(sitk.Cast(image != 0, sitk.sitkFloat32), min(reference.GetSpacing()))
-    out = sitk.Resample(has_data, reference, affine_transform(matrix), sitk.sitkLinear, 0.0)
-    return np.clip(sitk.GetArrayFromImage(out), 0.0, 1.0)
-
-
 def _zscore(values: np.ndarray, brain: np.ndarray, weight: np.ndarray, name: str,
             path: str | Path) -> np.ndarray:
     """z-scored with the mean and std of the brain voxels that hold data, times `weight` (the
@@ -207,6 +107,7 @@ def brain_regions(event: sitk.Image, post_op: sitk.Image, user_mask: sitk.Image 
         except InputError as err:
             raise InputError(err.problem, path, fix=err.fix) from None
 
+    event_region: sitk.Image | None
     if user_mask is not None:
         event_region = on_grid(user_mask, event)
         if not sitk.GetArrayViewFromImage(event_region).any():
@@ -269,22 +170,22 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
     brain = (soft >= 0.5).astype(np.uint8)
     stats_region = brain > 0
     if event_region is not None:
-        stats_region &= _resample(event_region, reference, model_to_event,
+        stats_region &= resample_to_grid(event_region, reference, model_to_event,
                                   sitk.sitkNearestNeighbor) > 0
     if stats_region.sum() < 100:
         raise InputError("the event scan's brain does not overlap the template's brain after "
                          "registration", inputs.mask or inputs.event,
                          fix="check the brain mask (--mask) or that the event scan shows a brain")
-    post_arr = _resample(post_op, reference, model_to_post)
-    event_arr = _resample(event, reference, model_to_event)
-    dose_arr = _resample(dose_gy, reference, model_to_dose)
+    post_arr = resample_to_grid(post_op, reference, model_to_post)
+    event_arr = resample_to_grid(event, reference, model_to_event)
+    dose_arr = resample_to_grid(dose_gy, reference, model_to_dose)
     timings["resample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     sel = brain > 0
-    post_support = _support(post_op, reference, model_to_post)
-    event_support = _support(event, reference, model_to_event)
-    in_dose = _inside(_brain_points(reference, sel), model_to_dose, dose_gy)
+    post_support = scan_support(post_op, reference, model_to_post)
+    event_support = scan_support(event, reference, model_to_event)
+    in_dose = points_inside(brain_points(reference, sel), model_to_dose, dose_gy)
     coverage = float(in_dose.mean())
     if coverage < MIN_DOSE_COVERAGE:
         raise DoseError(

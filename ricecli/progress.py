@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,3 +22,15 @@ def progress_bar(console: Console | None = None, *extra: ProgressColumn,
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     *extra, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=console or Console(stderr=True), transient=transient)
+
+
+def rich_progress(description: str = "occlusion") -> tuple[Callable[[int, int], None], Progress]:
+    """A (callback(done, total), bar) pair: use the bar as a context manager, pass the callback
+    to a long loop (explain's occlusion) so that it shows done/total and an ETA on stderr."""
+    bar = progress_bar(transient=True)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar

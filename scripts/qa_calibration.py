@@ -25,8 +25,8 @@ import pydicom
 import SimpleITK as sitk
 
 from ricecli.errors import RicenetError
-from ricecli.inference.spec import PRESETS
 from ricecli.prepare import CaseInputs, prepare_case
+from ricecli.spec import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
 

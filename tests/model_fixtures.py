@@ -8,7 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.contract import CARD_KEY, SPEC_KEY
+from ricecli.spec import ModelSpace, Spec
 
 # 6 mm, 24x28x24 voxels: 144x168x144 mm covers the template brain and prepares fast.
 TINY_SPEC = Spec(model_space=ModelSpace(spacing_mm=(6.0, 6.0, 6.0), size_xyz=(24, 28, 24)),

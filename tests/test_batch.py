@@ -1,4 +1,4 @@
-"""ricecli.batch and `ricecli batch`: manifests, shards, resume, failing cases, parallel jobs."""
+"""ricecli.batch(_results) and `ricecli batch`: shards, resume, failing cases, parallel jobs."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ import json
 import pytest
 from model_fixtures import run_cli
 
-from ricecli.batch import (
-    RESULT_COLUMNS,
-    ResultsWriter,
-    finished_cases,
-    parse_shard,
-    read_manifest,
-    select_shard,
-    summarise,
-)
-from ricecli.errors import InputError, OutputError, RicenetError
+from ricecli.batch import parse_shard, select_shard
+from ricecli.batch_results import RESULT_COLUMNS, ResultsWriter, finished_cases, summarise
+from ricecli.errors import OutputError, RicenetError
 from ricecli.inference.model import load_model
+from ricecli.io.manifest import read_manifest
 
 
 def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
@@ -33,45 +27,6 @@ def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "labe
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def test_read_manifest_resolves_relative_paths(tmp_path):
-    sub = tmp_path / "cohort"
-    sub.mkdir()
-    path = _manifest(sub, [("c1", "a/post.nii.gz", "a/event.nii.gz", "/abs/dose.dcm", "RICE"),
-                           ("c2", "p.nrrd", "e.nrrd", "d.nrrd", "")],
-                     header=("case_id", "post_op", "event", "dose", "label"))
-    cases = read_manifest(path)
-    assert [c.case_id for c in cases] == ["c1", "c2"] and [c.index for c in cases] == [0, 1]
-    assert cases[0].post_op == sub.resolve() / "a" / "post.nii.gz"
-    assert str(cases[0].dose) == "/abs/dose.dcm"
-    assert cases[0].label == "RICE" and cases[1].label is None
-
-
-def test_manifest_dose_options(tmp_path):
-    path = _manifest(tmp_path, [("c1", "p", "e", "d", "cGy", "30", "")],
-                     header=("case_id", "post_op", "event", "dose", "dose_unit",
-                             "dose_fractions", "dose_relative_scale_gy"))
-    case = read_manifest(path)[0]
-    assert (case.dose_unit, case.dose_fractions, case.dose_relative_scale_gy) == ("cGy", 30, None)
-
-
-@pytest.mark.parametrize("rows,header,match", [
-    ([("c1", "p", "e", "d")], ("case_id", "post_op", "event"), "lacks columns"),
-    ([("c1", "p", "e", "d"), ("c1", "p", "e", "d")], ("case_id", "post_op", "event", "dose"),
-     "repeated"),
-    ([("c1", "p", "", "d")], ("case_id", "post_op", "event", "dose"), "event is empty"),
-    ([("c1", "p", "e", "d", "x")], ("case_id", "post_op", "event", "dose", "dose_fractions"),
-     "row 2"),
-])
-def test_bad_manifests(tmp_path, rows, header, match):
-    with pytest.raises(InputError, match=match):
-        read_manifest(_manifest(tmp_path, rows, header))
-
-
-def test_missing_manifest(tmp_path):
-    with pytest.raises(InputError, match="manifest not found"):
-        read_manifest(tmp_path / "none.csv")
 
 
 def test_shards_are_disjoint_and_complete(tmp_path):
@@ -176,7 +131,6 @@ def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
 
 @pytest.mark.slow
 def test_batch_explain_writes_maps(tmp_path, tiny_model, synthetic_case, capsys):
-    pytest.importorskip("ricecli.explain.occlusion")
     rows = [("one", str(synthetic_case["post_op"]), str(synthetic_case["event"]),
              str(synthetic_case["dose"]), "")]
     manifest = _manifest(tmp_path, rows)
@@ -202,16 +156,8 @@ def test_bad_jobs_and_manifest_exit_2(tmp_path, tiny_model, capsys):
     assert code == 2 and "--jobs" in err
 
 
-def test_non_utf8_manifest_is_refused_with_a_fix(tmp_path):
-    path = tmp_path / "manifest.csv"
-    path.write_bytes("case_id,post_op,event,dose\nfü,a,b,c\n".encode("latin-1"))
-    with pytest.raises(InputError, match="not UTF-8") as err:
-        read_manifest(path)
-    assert "Fix: save the manifest as a UTF-8 CSV" in err.value.one_line()
-
-
 def test_exit_code_when_every_case_failed():
-    from ricecli.batch import exit_code
+    from ricecli.batch_results import exit_code
 
     ok, refused = {"status": "ok"}, {"status": "error", "error": "x.nii: file not found"}
     internal = {"status": "error", "error": "internal error: ValueError: boom"}
@@ -222,7 +168,8 @@ def test_exit_code_when_every_case_failed():
 
 
 def test_qa_failed_case_is_a_row_without_label(tmp_path):
-    from ricecli.batch import ManifestCase, result_row
+    from ricecli.batch_results import result_row
+    from ricecli.io.manifest import ManifestCase
 
     case = ManifestCase(0, "c0", tmp_path / "p", tmp_path / "e", tmp_path / "d", label="RICE")
     result = {"label": None, "probabilities": None, "votes": None, "members": [],

@@ -15,8 +15,8 @@ from model_fixtures import TINY_SPEC, export_tiny_model, run_cli
 
 from ricecli.inference.calibration import apply_to_result, assess, calibrate_members, csv_fields
 from ricecli.inference.model import load_model
-from ricecli.inference.spec import Calibration, Spec
 from ricecli.io.dicom_write import write_mr_series
+from ricecli.spec import Calibration, Spec
 
 CAL = Calibration(temperature=2.5, conformal_alpha=0.1, conformal_qhat=0.6, n_cases=170)
 
@@ -136,7 +136,7 @@ def test_classify_reports_calibration_and_writes_the_sr(tmp_path, calibrated_mod
 @pytest.mark.slow
 def test_explain_writes_sr_and_parametric_map(tmp_path, calibrated_model, synthetic_case,
                                               dicom_event):
-    from ricecli.outputs.dicom import read_parametric_map
+    from ricecli.outputs.parametric_map import read_parametric_map
 
     out, dcm = tmp_path / "maps", tmp_path / "dcm"
     code, _, _ = run_cli(["explain", *_case_args(synthetic_case, dicom_event, calibrated_model,

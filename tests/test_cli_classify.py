@@ -185,3 +185,18 @@ def test_model_is_an_input_too(tiny_model, synthetic_case, capsys):
     code, _, err = run_cli(_args(synthetic_case, tiny_model, "--save-prepared",
                                  str(tiny_model.parent), "--overwrite"), capsys)
     assert code == 2 and "holds an input" in err and tiny_model.exists()
+
+
+@pytest.mark.parametrize("command", ["prepare", "classify", "explain"])
+def test_one_t1_is_the_same_one_line_error_in_every_command(command, tiny_model, synthetic_case,
+                                                            tmp_path, capsys):
+    args = [command, "--t1", str(synthetic_case["event"]), "--dose", str(synthetic_case["dose"])]
+    if command != "prepare":
+        args += ["--model", str(tiny_model)]
+    if command != "classify":
+        args += ["--out", str(tmp_path / "out")]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert err.strip().splitlines() == [
+        "error: --t1 was given 1 time, it needs exactly two. Fix: pass --t1 POSTOP --t1 EVENT "
+        "(the post-operative scan first)"]

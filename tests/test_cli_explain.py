@@ -135,3 +135,19 @@ def test_out_holding_the_dose_frame_is_refused_and_the_frame_kept(tiny_model, sy
     assert code == 2 and "holds an input" in err and str(frame) in err
     assert frame.read_bytes() == synthetic_case["post_op"].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["planning"]
+
+
+@pytest.mark.slow
+def test_qa_failure_writes_explain_json_without_a_label_and_exits_3(tiny_model, synthetic_case,
+                                                                    tmp_path, capsys):
+    low = tmp_path / "low_dose.nii.gz"  # peaks at ~1.8 Gy: no brain RT plan does that
+    sitk.WriteImage(sitk.ReadImage(str(synthetic_case["dose"])) * 0.03, str(low))
+    out = tmp_path / "out"
+    code, _, err = run_cli(_args({**synthetic_case, "dose": low}, synthetic_case["event"],
+                                 tiny_model, out), capsys)
+    assert code == 3, err
+    assert [p.name for p in out.iterdir()] == ["explain.json"]  # no maps of a refused case
+    rec = json.loads((out / "explain.json").read_text())
+    assert rec["label"] is None and rec["qa"]["verdict"] == "fail"
+    assert rec["inputs"]["dose"] == str(low) and rec["model"]["name"] == "ricenet-test"
+    assert "QA failed, no label" in " ".join(err.split())

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from model_fixtures import run_cli
 
 from ricecli.inference import model as model_mod
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_info_json_with_model(tiny_model, capsys):
@@ -38,3 +44,38 @@ def test_info_bad_model_exits_2(tmp_path, capsys):
     bad.write_text("nope")
     code, _, err = run_cli(["info", "--model", str(bad)], capsys)
     assert code == 2 and str(bad) in err and "Fix:" in err
+
+
+NO_ORT = """
+import importlib.abc, sys
+class NoOnnxRuntime(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError(f"No module named {name!r} (blocked)")
+sys.meta_path.insert(0, NoOnnxRuntime())
+sys.argv = ["ricecli", *sys.argv[1:]]
+from ricecli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [[], ["--json"]])
+def test_info_without_onnxruntime_exits_2_naming_the_cpu_extra(args):
+    """A process where onnxruntime cannot be imported, as after `pip install ricecli` alone."""
+    proc = subprocess.run([sys.executable, "-c", NO_ORT, "info", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ONNX Runtime is not installed" in lines[0]
+    assert "pip install 'ricecli[cpu]'" in lines[0] and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_info_summary_is_readable(tiny_model, capsys):
+    code, out, _ = run_cli(["info", "--model", str(tiny_model)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("ricenet-test 0.0.1  (onnx, 2 members)")
+    assert "classes:      RICE, recurrence" in lines
+    assert "grid:         24 x 28 x 24 voxels of 6 x 6 x 6 mm" in out
+    assert "calibration:  none" in out and "{" not in out  # a summary, not JSON

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from ricecli.inference.model import default_model_path, load_model
-from ricecli.inference.spec import PRESETS
+from ricecli.spec import PRESETS
 
 
 def test_default_model_is_shipped_small_and_says_what_it_is():

@@ -1,4 +1,5 @@
-"""outputs/dicom.py: the SR and Parametric Map read back with pydicom, highdicom, SimpleITK."""
+"""outputs/dicom.py, dicom_sr.py, parametric_map.py: the SR and Parametric Map read back with
+pydicom, highdicom, SimpleITK."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ import SimpleITK as sitk
 
 from ricecli.errors import InputError, OutputError
 from ricecli.inference.calibration import assess
-from ricecli.inference.spec import Calibration, Spec
 from ricecli.io.dicom_write import write_mr_series
+from ricecli.spec import Calibration, Spec
 
 hd = pytest.importorskip("highdicom")
-from ricecli.outputs.dicom import (  # noqa: E402
-    check_dicom_out,
-    event_series,
-    read_parametric_map,
-    write_dicom_outputs,
-)
+from ricecli.outputs.dicom import check_dicom_out, write_dicom_outputs  # noqa: E402
+from ricecli.outputs.dicom_series import event_series  # noqa: E402
+from ricecli.outputs.parametric_map import read_parametric_map  # noqa: E402
 
 OBLIQUE = sitk.VersorTransform((0.3, 0.2, 1.0), 0.4).GetMatrix()
 SHA = "ab" * 32

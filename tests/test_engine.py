@@ -15,10 +15,10 @@ from ricecli.inference.engine import (
     available_engines,
     describe,
     open_engine,
-    physical_cores,
-    providers_for,
 )
+from ricecli.inference.gpu import providers_for
 from ricecli.inference.model import load_model
+from ricecli.runtime import physical_cores
 
 
 def _volumes(n: int, seed: int = 1) -> np.ndarray:
@@ -139,9 +139,9 @@ def test_auto_falls_back_to_cpu_in_one_stderr_line(tiny_model, gpu_listed, capfd
     assert "fell back: onnxruntime did not load" in describe(engine)
     probs, _ = engine.run(_volumes(1))
     assert probs.shape == (1, 2)
-    from ricecli.inference import engine as engine_mod
+    from ricecli.inference.gpu import GPU_LIBRARIES
 
-    assert engine_mod._MISSING_LIBS == []  # preload_dlls ran (quietly) before the CUDA session
+    assert GPU_LIBRARIES.peek("missing") == []  # preload_dlls ran (quietly) before the CUDA session
 
 
 def test_cuda_or_tensorrt_asked_but_not_loaded_exit_2(tiny_model, gpu_listed, capfd):
@@ -180,7 +180,7 @@ def test_json_stdout_stays_json_when_a_provider_fails(tiny_model, synthetic_case
 
 
 def test_engine_cache_key_and_folder(tmp_path):
-    from ricecli.inference.engine import engine_cache_dir, engine_cache_key
+    from ricecli.inference.engine_cache import engine_cache_dir, engine_cache_key
 
     sha_a, sha_b = "a" * 64, "b" * 64
     versions = {"ort": "1.27.0", "trt": "10.13.3.9"}
@@ -204,7 +204,7 @@ def test_engine_cache_key_and_folder(tmp_path):
 def _hold_cache_lock(root: str, log: str, seconds: float) -> None:
     import time
 
-    from ricecli.inference.engine import cache_lock, engine_cache_dir
+    from ricecli.inference.engine_cache import cache_lock, engine_cache_dir
 
     folder = engine_cache_dir("c" * 64, "gpu", {"ort": "x"}, root=Path(root))
     with cache_lock(folder):
@@ -233,11 +233,12 @@ def test_two_processes_share_a_cache_folder_one_at_a_time(tmp_path):
 
 
 def test_tensorrt_provider_gets_profiles_and_the_keyed_cache(tiny_model, tmp_path):
-    from ricecli.inference.engine import GPU_BATCH_BYTES, _batch_limit, trt_provider_options
+    from ricecli.inference.batches import GPU_BATCH_BYTES, batch_limit
+    from ricecli.inference.engine_cache import trt_provider_options
 
     model = load_model(tiny_model)
     opts = trt_provider_options(model, tmp_path)
-    top = _batch_limit(model, GPU_BATCH_BYTES)
+    top = batch_limit(model, GPU_BATCH_BYTES)
     chw = "3x" + "x".join(map(str, TINY_SPEC.model_space.shape_zyx))
     assert opts["trt_profile_min_shapes"] == f"volumes:1x{chw}"
     assert opts["trt_profile_opt_shapes"] == f"volumes:{min(top, 16)}x{chw}"
@@ -246,7 +247,7 @@ def test_tensorrt_provider_gets_profiles_and_the_keyed_cache(tiny_model, tmp_pat
 
 
 def test_gpu_failures_become_one_line_with_a_fix():
-    from ricecli.inference.engine import gpu_error
+    from ricecli.inference.gpu import gpu_error
 
     oom = gpu_error("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; file=cuda_call.cc ; "
                     "line=10 ; expr=cudaMalloc(&p, bytes);")
@@ -270,7 +271,7 @@ def test_gpu_failures_become_one_line_with_a_fix():
 
 
 def test_cuda_runtime_codes_and_versions():
-    from ricecli.inference.engine import check_cuda_versions, cuda_error
+    from ricecli.inference.cuda import check_cuda_versions, cuda_error
 
     assert isinstance(cuda_error(2, "cudaMalloc of 512 MiB"), RicenetError)
     assert str(cuda_error(2, "cudaMalloc of 512 MiB")).startswith(
@@ -285,7 +286,7 @@ def test_cuda_runtime_codes_and_versions():
 
 
 def test_engine_io_description_is_checked():
-    from ricecli.inference.engine import check_engine_io
+    from ricecli.inference.tensorrt import check_engine_io
 
     good = {"volumes": ("INPUT", "FLOAT"), "probabilities": ("OUTPUT", "FLOAT"),
             "member_probabilities": ("OUTPUT", "FLOAT")}
@@ -302,7 +303,7 @@ def test_engine_io_description_is_checked():
 
 
 def test_engine_target_is_checked_from_the_sidecar():
-    from ricecli.inference.engine import check_engine_target
+    from ricecli.inference.tensorrt import check_engine_target
 
     side = {"tensorrt_version": "10.13.3.9", "gpu": {"name": "NVIDIA L4",
                                                      "compute_capability": "8.9"}}
@@ -316,7 +317,7 @@ def test_engine_target_is_checked_from_the_sidecar():
 
 
 def test_device_buffers_are_reused_not_reallocated():
-    from ricecli.inference.engine import DeviceBuffers
+    from ricecli.inference.cuda import DeviceBuffers
 
     held: dict[int, np.ndarray] = {}  # real host memory standing for device memory
 
@@ -338,7 +339,8 @@ def test_device_buffers_are_reused_not_reallocated():
 
 
 def test_preload_messages_and_install_checks():
-    from ricecli.inference.engine import missing_libraries, not_loaded, onnxruntime_builds
+    from ricecli.inference.gpu import missing_libraries, not_loaded
+    from ricecli.runtime import onnxruntime_builds
 
     said = ("Failed to load /venv/lib/nvidia/cudnn/lib/libcudnn.so.9: libcudnn.so.9: cannot "
             "open shared object file\\nFailed to load libcublasLt.so.13: not found\\nPlease "
@@ -357,7 +359,7 @@ def test_a_provider_that_raises_is_a_provider_error_auto_can_fall_back_from():
     """ORT raises (rather than skipping the provider) when CUDA_PATH is set but CUDA does not
     load; that message becomes a ProviderError, which `auto` turns into a CPU fallback and
     `cuda` into exit 2. (A CPU build of ORT cannot raise it, so the text is ORT's own.)"""
-    from ricecli.inference.engine import ProviderError, provider_error
+    from ricecli.inference.gpu import ProviderError, provider_error
 
     text = ("CUDA_PATH is set but CUDA wasn't able to be loaded. Please install the correct "
             "version of CUDA and cuDNN as mentioned in the GPU requirements page")

@@ -1,11 +1,12 @@
-"""ricecli.errors: every failure ends as one line and the right exit code."""
+"""The CLI boundary (ricecli/cli.py): every failure ends as one line and the right exit code."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from ricecli.errors import InputError, report_error
+from ricecli.cli import report_error
+from ricecli.errors import InputError
 
 
 def test_domain_error_is_exit_2_with_file_and_fix(capsys):
@@ -53,7 +54,7 @@ def test_unwritable_path_is_exit_2_with_a_fix(capsys):
 def test_interrupts_are_130_and_143_one_line(capsys):
     import signal
 
-    from ricecli.errors import Interrupted
+    from ricecli.signals import Interrupted
 
     assert report_error(Interrupted(signal.SIGINT)) == 130
     assert report_error(Interrupted(signal.SIGTERM)) == 143

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ricecli.explain.occlusion import (
-    coverage_counts,
-    mm_to_voxels,
-    occlusion_maps,
-    peak_point,
-    to_event_grid,
-    window_starts,
-)
-from ricecli.inference.spec import ModelSpace, Spec
+from ricecli.explain.maps import peak_point, to_event_grid
+from ricecli.explain.occlusion import occlusion_maps
+from ricecli.explain.positions import coverage_counts, mm_to_voxels, window_starts
+from ricecli.spec import ModelSpace, Spec
 
 SMALL = ModelSpace(spacing_mm=(3.0, 3.0, 3.0), size_xyz=(16, 20, 16))
 
@@ -42,7 +37,7 @@ def tiny(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from model_fixtures import export_onnx, tiny_ensemble
 
-    from ricecli.explain.occlusion import incremental_for
+    from ricecli.explain.incremental import incremental_for
     from ricecli.inference.engine import open_engine
     from ricecli.inference.model import load_model
 

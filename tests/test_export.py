@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from export.to_onnx import INTENDED_USE, export_ensemble, read_check_case
+from ricecli.contract import CARD_KEY, SPEC_KEY
 from ricecli.errors import InputError, ModelError
-from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.spec import ModelSpace, Spec
 from train.checkpoint import save_checkpoint
 from train.model import Ensemble, arch_config, build_network
 
@@ -87,7 +88,8 @@ def test_metadata_round_trip(exported):
 
 
 def test_ricecli_loader_reads_export(exported):
-    model = pytest.importorskip("ricecli.inference.model")
+    from ricecli.inference import model
+
     _, out, _ = exported
     loaded = model.load_model(out)
     assert loaded.spec == SPEC and loaded.name == "tiny-test" and loaded.version == "9.9"

@@ -19,7 +19,7 @@ from ricecli.gate import (
     check_visits,
     texture,
 )
-from ricecli.io.dicom import tag_image
+from ricecli.io.base import tag_image
 from ricecli.io.dicom_write import write_mr_series, write_rtdose
 from ricecli.io.volume import read_mr
 

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ricecli.explain import incremental
-from ricecli.explain.incremental import IncrementalNetwork, IncrementalStem, split_stem
-from ricecli.explain.occlusion import incremental_for, occlusion_maps
+from ricecli.contract import CARD_KEY, SPEC_KEY
+from ricecli.explain.incremental import IncrementalNetwork, incremental_for, runner
+from ricecli.explain.incremental.graph import split_stem
+from ricecli.explain.incremental.runner import IncrementalStem
+from ricecli.explain.occlusion import occlusion_maps
 from ricecli.inference.engine import OnnxRuntimeEngine
 from ricecli.inference.model import load_model
-from ricecli.inference.spec import CARD_KEY, SPEC_KEY, ModelSpace, Spec
+from ricecli.spec import ModelSpace, Spec
 
 SPEC = Spec(model_space=ModelSpace(spacing_mm=(3.0, 3.0, 3.0), size_xyz=(13, 15, 11)))
 SHAPE = SPEC.model_space.shape_zyx  # (11, 15, 13)
@@ -159,7 +161,7 @@ def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input, depth
     ("resnet_stem", 4, 3, "shift"), ("resnet_stem", 5, 4, "clip"),
     ("uneven", 3, 2, "shift"), ("stride_over_kernel", 4, 5, "clip")])
 def test_maps_equal_plain_path(tmp_path, monkeypatch, stem, cube, stride, edges):
-    monkeypatch.setattr(incremental, "DELTA_CHUNK_POSITIONS", 12)  # several crop-conv chunks
+    monkeypatch.setattr(runner, "DELTA_CHUNK_POSITIONS", 12)  # several crop-conv chunks
     path = write_model(tmp_path / "m.onnx", stem, seed=1)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
@@ -248,7 +250,7 @@ def test_resnet_every_depth_equals_whole_volumes(tmp_path):
 
 
 def test_parallel_workers_give_the_same_bits(tmp_path, monkeypatch):
-    monkeypatch.setattr(incremental, "DELTA_CHUNK_POSITIONS", 4)  # several chunks per worker
+    monkeypatch.setattr(runner, "DELTA_CHUNK_POSITIONS", 4)  # several chunks per worker
     path = write_model(tmp_path / "m.onnx", "uneven", seed=7)
     vol = volume(8)
     cubes = [((0, 1, 2), (slice(z, z + 3), slice(y, y + 4), slice(1, 5)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from test_incremental import SHAPE, volume, write_model
 
 from ricecli.inference.engine import OnnxRuntimeEngine
@@ -14,12 +13,12 @@ from ricecli.inference.ort_rewrite import (
     cpu_session_source,
     merge_sibling_convs,
     rewritten_model,
-    session_options,
 )
+from ricecli.runtime import cpu_session
 
 
 def _run(source, x):
-    session = ort.InferenceSession(source, session_options(1), providers=["CPUExecutionProvider"])
+    session = cpu_session(source, threads=1)
     return session.run(["probabilities", "member_probabilities"], {"volumes": x})
 
 

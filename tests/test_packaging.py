@@ -50,7 +50,7 @@ def test_each_extra_brings_at_most_one_build(extra, build):
 
 
 def test_gpu_extras_are_one_cuda_major():
-    from ricecli.inference.engine import CUDA_MAJOR
+    from ricecli.inference.cuda import CUDA_MAJOR
 
     gpu = {_name(r): r for r in _resolve(_project(), {"tensorrt"})
            if _name(r) in {"onnxruntime-gpu", "cuda-python"} or "tensorrt" in _name(r)}

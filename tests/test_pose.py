@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ricecli.geometry.register import (
-    foreground_mask,
-    principal_axes_start,
-    register_rigid,
-    working_image,
-)
+from ricecli.geometry.axes import principal_axes_start
+from ricecli.geometry.register import register_rigid
+from ricecli.geometry.resample import foreground_mask, working_image
 from ricecli.geometry.template import load_template
 from ricecli.inference.calibration import calibrate_members
 from ricecli.inference.engine import open_engine
 from ricecli.inference.model import load_model
-from ricecli.inference.spec import PRESETS
 from ricecli.prepare import CaseInputs, prepare_case, to_tensor
 from ricecli.simulate.posed import gaussian_dose, posed_copy
+from ricecli.spec import PRESETS
 
 SPEC = PRESETS["edge"]
 # (degrees about x, y, z; mm): up to the 10 deg / 15 mm of issue 11's procedure

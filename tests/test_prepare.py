@@ -18,16 +18,11 @@ from prepare_fixtures import (
     write_case,
 )
 
+from ricecli.geometry.resample import template_soft_mask
 from ricecli.geometry.template import load_template, template_mask_in
-from ricecli.inference.spec import PRESETS
 from ricecli.io.dicom_write import write_mr_series, write_rtdose
-from ricecli.prepare import (
-    CaseInputs,
-    prepare_case,
-    template_soft_mask,
-    to_tensor,
-    write_prepared,
-)
+from ricecli.prepare import CaseInputs, prepare_case, to_tensor, write_prepared
+from ricecli.spec import PRESETS
 
 SPEC = PRESETS["edge"]
 

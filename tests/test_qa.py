@@ -115,8 +115,8 @@ def _dose_ball(image: sitk.Image) -> sitk.Image:
 
 
 def _prepared_verdict(post, event, tmp_path) -> dict:
-    from ricecli.inference.spec import PRESETS
     from ricecli.prepare import CaseInputs, prepare_case
+    from ricecli.spec import PRESETS
 
     dose = tmp_path / "dose.nii.gz"
     sitk.WriteImage(_dose_ball(sitk.ReadImage(str(post), sitk.sitkFloat32)), str(dose))

@@ -356,7 +356,7 @@ def test_a_single_dicom_file_error_names_the_file(tmp_path):
 
 
 def test_dicom_header_facts_reach_the_image(tmp_path):
-    from ricecli.io.dicom import image_facts
+    from ricecli.io.base import image_facts
 
     folder = write_mr_series(scan(), tmp_path / "series")
     facts = image_facts(read_mr(folder))

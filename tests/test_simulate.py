@@ -13,14 +13,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ricecli.simulate.cohort import (
-    MANIFEST_COLUMNS,
-    SimConfig,
-    case_rng,
-    head_rng,
-    simulate_case,
-    write_case,
-)
+from ricecli.simulate.case import SimConfig, case_rng, head_rng, simulate_case
+from ricecli.simulate.cohort import MANIFEST_COLUMNS, write_case
 from ricecli.simulate.scanner import (
     POSE_FROM_TEMPLATE,
     POSE_LIMITS,
@@ -182,9 +176,8 @@ def test_cli_refuses_non_empty_out_and_bad_options(tmp_path):
 
 @pytest.mark.slow
 def test_every_case_passes_prepare(cohort):
-    pytest.importorskip("ricecli.prepare")
-    from ricecli.inference.spec import PRESETS
     from ricecli.prepare import CaseInputs, prepare_case
+    from ricecli.spec import PRESETS
 
     spec = PRESETS["edge"]
     for r in _manifest(cohort):
@@ -207,7 +200,6 @@ def test_every_case_passes_prepare(cohort):
 
 def test_deformed_brain_stays_inside_the_working_grid():
     from ricecli.simulate.anatomy import build_anatomy
-    from ricecli.simulate.cohort import case_rng
 
     for i in range(2):
         brain = build_anatomy(case_rng(4, i), 2.0, 2.5).brain
@@ -313,9 +305,10 @@ def test_truth_poses_lie_within_the_clinic_range(case, skull_on_pair):
 @pytest.mark.slow
 def test_a_real_brain_extraction_finds_the_brain_in_skull_on_scans(skull_on_pair):
     """deepbet (geometry/brain.py, ONNX) on a simulated skull-on scan: the head must look real."""
-    brain = pytest.importorskip("ricecli.geometry.brain")
+    from ricecli.geometry import brain, stripped
+
     on, off = skull_on_pair
     found = _arr(brain.extract_brain(on.event)) > 0
     truth = _arr(on.brain_mask) > 0
     assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.9  # measured 0.945
-    assert not brain.looks_skull_stripped(on.event) and brain.looks_skull_stripped(off.event)
+    assert not stripped.looks_skull_stripped(on.event) and stripped.looks_skull_stripped(off.event)

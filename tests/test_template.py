@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ricecli.geometry.template import load_template, model_space_grid, template_mask_in
-from ricecli.inference.spec import PRESETS
+from ricecli.spec import PRESETS
 
 
 def test_template_is_cached_float_unit_range_and_masked():

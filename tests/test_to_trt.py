@@ -12,7 +12,7 @@ import pytest
 
 from export.to_onnx import export_ensemble
 from export.to_trt import attach_timing_cache, read_onnx_meta, timing_cache_bytes
-from ricecli.inference.spec import ModelSpace, Spec
+from ricecli.spec import ModelSpace, Spec
 from train.model import arch_config, build_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_build_engine_sidecar_and_parity(onnx_models, tmp_path):
     assert side["parity"]["engine"] == "ricecli.inference.engine.TensorRTEngine"
     assert side["build"]["timing_cache_status"] == "new"
     assert not list(tmp_path.glob(".*.build"))  # the staging folder is gone
-    model = pytest.importorskip("ricecli.inference.model")
+    from ricecli.inference import model
     loaded = model.load_model(engine)
     assert loaded.format == "tensorrt" and loaded.spec == SPEC and loaded.name == "trt-test"
     side16 = convert(fp16, tmp_path / "tiny16.engine", max_batch=4, opt_batch=3,

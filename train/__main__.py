@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from ricecli.errors import RicenetError, run_app
-from ricecli.inference.spec import CHANNELS
+from ricecli.cli import run_app
+from ricecli.errors import RicenetError
+from ricecli.spec import CHANNELS, TRAINING_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and ablate ricenet models (RICE-NET protocol).")
@@ -36,8 +37,9 @@ def _size(text: str) -> tuple[int, int, int] | None:
 def _config(**kw):
     from train.fit import FitConfig
 
-    if kw["preset"] not in ("paper", "edge", "tiny"):
-        raise RicenetError(f"unknown preset {kw['preset']!r}", fix="use paper, edge or tiny")
+    if kw["preset"] not in TRAINING_PRESETS:
+        raise RicenetError(f"unknown preset {kw['preset']!r}",
+                           fix=f"use one of {', '.join(TRAINING_PRESETS)}")
     kw["channels"] = _channels(kw["channels"])
     kw["size_xyz"] = _size(kw["size_xyz"])
     kw["spacing_mm"] = kw["spacing_mm"] or None
@@ -49,7 +51,7 @@ def _config(**kw):
 FIT_OPTS = dict(
     manifest=typer.Option(..., help="manifest.csv: case_id,post_op,event,dose,label[,split]"),
     out=typer.Option(..., help="run folder (new, or existing with --resume)"),
-    preset=typer.Option("edge", help="paper | edge | tiny (architecture + model space)"),
+    preset=typer.Option("edge", help=f"{' | '.join(TRAINING_PRESETS)} (architecture + space)"),
     channels=typer.Option(",".join(CHANNELS), help="comma-separated subset of the channels"),
     folds=typer.Option(5, help="cross-validation folds (patient-level, stratified)"),
     epochs=typer.Option(100, help="epochs per fold"),

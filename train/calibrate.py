@@ -8,7 +8,7 @@ on it, i.e. one member on unseen data, so the temperature is fitted per member a
 ensemble averages calibrated members.
 
 RUN/oof.csv: case_id, fold, label, p_RICE, p_recurrence (raw OOF softmax of each fold's
-best epoch). RUN/calibration.json: the fitted Calibration (ricecli.inference.spec) plus its
+best epoch). RUN/calibration.json: the fitted Calibration (ricecli.spec) plus its
 OOF figures.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 
 from ricecli.errors import InputError
 from ricecli.inference.calibration import DEFAULT_FLOOR, member_logits
-from ricecli.inference.spec import Calibration
+from ricecli.io.files import write_atomic, write_text_atomic
+from ricecli.spec import Calibration
 
 CONFORMAL_ALPHA = 0.1  # 90 % coverage target of the prediction sets
 ECE_BINS = 10
@@ -139,14 +140,12 @@ def read_oof(run: Path) -> dict[str, np.ndarray]:
 
 def write_oof(run: Path, oof: dict[str, np.ndarray]) -> Path:
     path = Path(run) / "oof.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with write_atomic(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case_id", "fold", "label", "p_RICE", "p_recurrence"])
         for i in range(len(oof["case_id"])):
             w.writerow([oof["case_id"][i], int(oof["fold"][i]), int(oof["label"][i]),
                         f"{oof['p_RICE'][i]:.9g}", f"{oof['p_recurrence'][i]:.9g}"])
-    tmp.replace(path)
     return path
 
 
@@ -180,9 +179,7 @@ def calibrate_run(run: Path, alpha: float = CONFORMAL_ALPHA) -> dict:
     write_oof(run, oof)
     cal, figures = fit_calibration(oof, alpha)
     record = {"calibration": asdict(cal), "oof": figures}
-    tmp = run / "calibration.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(run / "calibration.json")
+    write_text_atomic(run / "calibration.json", json.dumps(record, indent=1) + "\n")
     return record
 
 

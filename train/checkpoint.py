@@ -17,7 +17,9 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from ricecli import __version__
-from ricecli.inference.spec import SPEC_KEY, Spec
+from ricecli.contract import SPEC_KEY
+from ricecli.io.files import write_atomic
+from ricecli.spec import Spec
 from train.model import build_network
 
 
@@ -51,9 +53,8 @@ def save_checkpoint(path: Path, net: torch.nn.Module, spec: Spec, arch: dict, fo
         "code_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with write_atomic(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -3,29 +3,32 @@
 Torch-free on purpose: preparation workers import only ricecli and numpy.
 Cache file = CACHE/<spec hash>/<case hash>.npz holding all three channels and the brain
 mask; the case hash covers the spec's preparation key, the input files' identity (path,
-size, mtime) and the per-case options, so a changed file or spec is prepared again.
+size, mtime; the mask and dose_frame files too) and the per-case options, so a changed file or spec
+is prepared again. Manifests are read by ricecli's own parser (ricecli.io.manifest).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ricecli import __version__
 from ricecli.errors import InputError
-from ricecli.inference.spec import CHANNELS, CLASSES, Spec
+from ricecli.io.files import write_atomic
+from ricecli.io.manifest import read_manifest as parse_manifest
+from ricecli.spec import CHANNELS, CLASSES, Spec
 
-REQUIRED = ("case_id", "post_op", "event", "dose", "label")
 CACHE_FORMAT = 1  # bump when the .npz layout changes
 
 
@@ -55,64 +58,37 @@ def default_cache_dir() -> Path:
     return base / "ricenet" / "prepared"
 
 
-def _label(value: str, manifest: Path, case_id: str) -> int:
-    v = value.strip().lower()
+def _label(value: str | None, manifest: Path, case_id: str) -> int:
+    v = (value or "").strip().lower()
     lookup = {CLASSES[0].lower(): 0, CLASSES[1].lower(): 1, "0": 0, "1": 1}
     if v not in lookup:
-        raise InputError(f"case {case_id}: label {value!r} is not one of {CLASSES}", manifest,
-                         "write RICE or recurrence in the label column")
+        raise InputError(f"case {case_id}: label {value or ''!r} is not one of {CLASSES}",
+                         manifest, "write RICE or recurrence in the label column")
     return lookup[v]
 
 
-def _opt(row: dict, key: str) -> str | None:
-    v = (row.get(key) or "").strip()
-    return v or None
+def _split(value: str | None, manifest: Path, case_id: str) -> str:
+    split = (value or "cv").lower()
+    if split not in ("cv", "test"):
+        raise InputError(f"case {case_id}: split {split!r} is not cv or test", manifest,
+                         "use cv (cross-validation) or test (held out)")
+    return split
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def read_manifest(path: str | Path) -> list[CaseRecord]:
-    """Rows of a manifest CSV; paths are relative to its folder; split defaults to cv."""
+    """Rows of a manifest CSV (ricecli's own parser, labels required); split defaults to cv."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("manifest not found", path, "give the manifest.csv written by "
-                         "'ricecli simulate' or your own with columns " + ",".join(REQUIRED))
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"manifest lacks column(s) {', '.join(missing)}", path,
-                             "add columns " + ",".join(REQUIRED))
-        rows = list(reader)
-    if not rows:
-        raise InputError("manifest has no cases", path, "add one row per case")
-    base = path.parent
-    records, seen = [], set()
-    for row in rows:
-        cid = row["case_id"].strip()
-        if cid in seen:
-            raise InputError(f"case_id {cid!r} appears twice", path, "make case_id unique")
-        seen.add(cid)
-        split = (_opt(row, "split") or "cv").lower()
-        if split not in ("cv", "test"):
-            raise InputError(f"case {cid}: split {split!r} is not cv or test", path,
-                             "use cv (cross-validation) or test (held out)")
-        frac = _opt(row, "dose_fractions")
-        scale = _opt(row, "dose_relative_scale_gy")
-        mask = _opt(row, "mask")
-        records.append(CaseRecord(
-            case_id=cid,
-            patient_id=_opt(row, "patient_id") or cid,
-            post_op=str(base / row["post_op"].strip()),
-            event=str(base / row["event"].strip()),
-            dose=str(base / row["dose"].strip()),
-            label=_label(row["label"], path, cid),
-            split=split,
-            mask=str(base / mask) if mask else None,
-            dose_unit=_opt(row, "dose_unit") or "Gy",
-            dose_fractions=int(float(frac)) if frac else None,
-            dose_frame=_opt(row, "dose_frame"),
-            dose_relative_scale_gy=float(scale) if scale else None,
-        ))
-    return records
+    return [CaseRecord(
+        case_id=c.case_id, patient_id=c.patient_id or c.case_id,
+        post_op=str(c.post_op), event=str(c.event), dose=str(c.dose),
+        label=_label(c.label, path, c.case_id), split=_split(c.split, path, c.case_id),
+        mask=_str(c.mask), dose_unit=c.dose_unit, dose_fractions=c.dose_fractions,
+        dose_frame=_str(c.dose_frame), dose_relative_scale_gy=c.dose_relative_scale_gy,
+    ) for c in parse_manifest(path, also_required=("label",))]
 
 
 def _identity(path: str) -> list:
@@ -131,8 +107,9 @@ def spec_hash(spec: Spec) -> str:
 def case_key(record: CaseRecord, spec: Spec) -> str:
     """Hash of everything the prepared arrays depend on."""
     inputs = {k: _identity(getattr(record, k)) for k in ("post_op", "event", "dose")}
-    if record.mask:
-        inputs["mask"] = _identity(record.mask)
+    for key in ("mask", "dose_frame"):  # optional inputs: keys of cases without them unchanged
+        if getattr(record, key):
+            inputs[key] = _identity(getattr(record, key))
     options = {k: v for k, v in asdict(record).items()
                if k.startswith("dose_") or k == "case_id"}
     blob = json.dumps({"spec": spec.cache_key(), "inputs": inputs, "options": options,
@@ -147,13 +124,11 @@ def cache_file(record: CaseRecord, spec: Spec, cache_dir: str | Path) -> Path:
 def write_cached(path: Path, channels: dict[str, np.ndarray], brain_mask: np.ndarray,
                  qa: dict | None = None) -> None:
     """Compressed .npz of all channels + mask, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        np.savez_compressed(f, **{c: np.asarray(channels[c], np.float32) for c in CHANNELS},
-                            brain_mask=np.asarray(brain_mask, np.uint8),
-                            qa=np.array(json.dumps(qa or {}, default=str)))
-    tmp.replace(path)
+    arrays: dict[str, Any] = {c: np.asarray(channels[c], np.float32) for c in CHANNELS}
+    arrays.update(brain_mask=np.asarray(brain_mask, np.uint8),
+                  qa=np.array(json.dumps(qa or {}, default=str)))
+    with write_atomic(path) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def _prepare_one(record: CaseRecord, spec_json: str, out: str) -> float:
@@ -205,7 +180,7 @@ def _run_prepare(record: CaseRecord, spec: Spec, path: Path) -> float:
                          record.event) from err
 
 
-def _result(record: CaseRecord, fut) -> float:
+def _result(record: CaseRecord, fut: Future[float]) -> float:
     try:
         return fut.result()
     except InputError:
@@ -226,7 +201,7 @@ class CohortArrays:
 
 
 def load_cohort(records: list[CaseRecord], spec: Spec, cache_dir: str | Path,
-                workers: int = 4, dtype=np.float16) -> CohortArrays:
+                workers: int = 4, dtype: DTypeLike = np.float16) -> CohortArrays:
     """Read the cached channels of `spec.channels` for every record into one array."""
     shape = spec.model_space.shape_zyx
     x = np.empty((len(records), len(spec.channels), *shape), dtype=dtype)
@@ -235,7 +210,8 @@ def load_cohort(records: list[CaseRecord], spec: Spec, cache_dir: str | Path,
         path = cache_file(records[i], spec, cache_dir)
         if not path.exists():
             raise InputError(f"case {records[i].case_id} is not prepared", path,
-                             "run fit/ablate without --no-prepare so it is prepared first")
+                             "fit, evaluate and ablate prepare every case into --cache "
+                             "first; under torchrun give all ranks the same --cache folder")
         with np.load(path) as z:
             for c, name in enumerate(spec.channels):
                 arr = z[name]

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ricecli.errors import InputError, ModelError
+from ricecli.io.files import write_text_atomic
 from train.calibrate import calibration_metrics, load_calibration, reliability_png
 from train.checkpoint import load_checkpoint
 from train.data import default_cache_dir, load_cohort, prepare_cohort, read_manifest
@@ -100,9 +101,7 @@ def run_evaluate(run: str | Path, manifest: str | Path, split: str = "test", cac
               "channels": list(spec.channels), "bootstrap": n_boot,
               **{m: {k: v for k, v in s.items() if k != "pred"} for m, s in scored.items()},
               "calibration": cal_report}
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out_dir / "metrics.json")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
     if not quiet:
         _print(result)
     return result

@@ -25,7 +25,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file
 
 from ricecli.errors import InputError, OutputError
-from ricecli.inference.spec import CHANNELS, ModelSpace, Spec, preset_spec
+from ricecli.io.files import write_atomic, write_text_atomic
+from ricecli.spec import CHANNELS, ModelSpace, Spec, preset_spec
 from train import dist as D
 from train.checkpoint import save_checkpoint
 from train.data import CohortArrays, default_cache_dir, load_cohort, prepare_cohort, read_manifest
@@ -67,7 +68,7 @@ class FitConfig:
 
 def run_spec(cfg: FitConfig) -> Spec:
     """The preset's spec (tiny uses edge's) with the run's channels and optional grid."""
-    spec = preset_spec("edge" if cfg.preset == "tiny" else cfg.preset).with_channels(cfg.channels)
+    spec = preset_spec(cfg.preset).with_channels(cfg.channels)
     if cfg.size_xyz or cfg.spacing_mm:
         ms = spec.model_space
         size = tuple(cfg.size_xyz or ms.size_xyz)
@@ -97,9 +98,7 @@ def _check_out(cfg: FitConfig) -> FitConfig:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -112,9 +111,8 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with write_atomic(path) as tmp:
+        torch.save(state, tmp)
 
 
 @dataclass

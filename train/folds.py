@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ricecli.errors import InputError
+from ricecli.io.files import write_text_atomic
 from train.data import CaseRecord
 
 
@@ -41,10 +42,7 @@ def make_folds(records: list[CaseRecord], k: int, seed: int) -> dict:
 
 
 def save_folds(folds: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(folds, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(folds, indent=1) + "\n")
 
 
 def load_folds(path: str | Path, records: list[CaseRecord]) -> dict:

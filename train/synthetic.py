@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.inference.spec import Spec
+from ricecli.spec import TEST_PRESET, Spec
 from train.data import cache_file, read_manifest, write_cached
 
 # A small model space for tests (with the tiny architecture): 16^3 voxels of 12 mm.
-SMALL_GRID = {"preset": "tiny", "size_xyz": (16, 16, 16), "spacing_mm": 12.0}
+SMALL_GRID = {"preset": TEST_PRESET, "size_xyz": (16, 16, 16), "spacing_mm": 12.0}
 
 
 def _blob(shape: tuple[int, int, int], centre: np.ndarray, radius: float) -> np.ndarray:

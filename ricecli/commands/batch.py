@@ -42,21 +42,14 @@ def command(
     """
     from rich.console import Console
 
-    from ricecli.batch import (
-        ResultsWriter,
-        exit_code,
-        finished_cases,
-        parse_shard,
-        read_manifest,
-        run_cases,
-        select_shard,
-        summarise,
-    )
+    from ricecli.batch import BatchSettings, parse_shard, run_cases, select_shard
+    from ricecli.batch_results import ResultsWriter, Row, exit_code, finished_cases, summarise
     from ricecli.errors import RicenetError
-    from ricecli.inference.engine import open_engine, physical_cores
-    from ricecli.inference.model import load_model
     from ricecli.io.files import check_output_file, check_writable, input_paths, refuse_inputs
+    from ricecli.io.manifest import read_manifest
+    from ricecli.pipeline import open_model
     from ricecli.progress import progress_bar
+    from ricecli.runtime import physical_cores
 
     if jobs < 1:
         raise RicenetError("--jobs must be at least 1", fix="e.g. --jobs 2")
@@ -80,23 +73,21 @@ def command(
     writer = ResultsWriter(out)
     done = finished_cases(out, retry_failed)
     todo = [c for c in cases if c.case_id not in done]
-    loaded = load_model(model)
-    open_engine(loaded, device)  # fail fast on a bad model or device, before any case runs
-    explain_settings = None
-    if explain:
+    loaded, _ = open_model(model, device)  # fail fast on a bad model or device, before any case
+    if root is not None:
         root.mkdir(parents=True, exist_ok=True)
-        explain_settings = {}
     console.print(f"{len(cases)} case(s) in this shard, {len(cases) - len(todo)} already in "
                   f"{out}, {len(todo)} to run with {jobs} job(s); model {loaded.name} "
                   f"{loaded.version}")
     threads = max(1, physical_cores() // jobs) if jobs > 1 else None
-    init = (str(loaded.path), device, threads, explain_settings,
-            None if root is None else str(root), accept_qa_failure,
-            None if dicom_out is None else str(dicom_out))
-    rows = []
+    settings = BatchSettings(
+        model_path=str(loaded.path), device=device, threads=threads,
+        explain_root=None if root is None else str(root), accept_qa_failure=accept_qa_failure,
+        dicom_root=None if dicom_out is None else str(dicom_out))
+    rows: list[Row] = []
     with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(todo))
-        for row in run_cases(todo, jobs, init):
+        for row in run_cases(todo, jobs, settings):
             writer.append(row)
             rows.append(row)
             if row["status"] == "qa_fail":

@@ -14,12 +14,12 @@ from ricecli.commands.prepare import (
     DoseUnitOpt,
     MaskOpt,
     T1Opt,
-    one_dose,
+    case_inputs,
 )
 from ricecli.commands.prepare import FractionsOpt as DoseFractionsOpt
 from ricecli.commands.prepare import FrameOpt as DoseFrameOpt
 from ricecli.commands.prepare import RelativeOpt as DoseRelScaleOpt
-from ricecli.errors import EXIT_QA_FAILED, RicenetError
+from ricecli.errors import EXIT_QA_FAILED
 
 __all__ = ["BrainExtractionOpt", "DeviceOpt", "DoseFractionsOpt", "DoseFrameOpt", "DoseOpt",
            "DoseRelScaleOpt", "DoseUnitOpt", "MaskOpt", "ModelOpt", "T1Opt", "case_inputs",
@@ -35,22 +35,6 @@ DeviceOpt = Annotated[str, typer.Option(
 DicomOutOpt = Annotated[Path | None, typer.Option(
     "--dicom-out", help="Also write the result as a DICOM SR (explain: and the occlusion "
     "map as a Parametric Map) into this folder; the event scan must be a DICOM series.")]
-
-
-def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None, dose_unit: str,
-                dose_fractions: int | None, dose_relative_scale: float | None,
-                dose_frame: Path | None, brain_extraction: bool = True):
-    """CaseInputs from the command-line options (two --t1: post-op first, then event)."""
-    from ricecli.prepare import CaseInputs
-
-    if len(t1) != 2:
-        raise RicenetError(f"--t1 was given {len(t1)} time(s), it needs exactly 2",
-                           fix="pass --t1 POSTOP --t1 EVENT (post-op scan first)")
-    return CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
-                      dose_unit=dose_unit,
-                      dose_fractions=dose_fractions, dose_frame=dose_frame,
-                      dose_relative_scale_gy=dose_relative_scale,
-                      brain_extraction=brain_extraction)
 
 
 def command(
@@ -76,16 +60,11 @@ def command(
     """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
     from rich.console import Console
 
-    from ricecli.inference.engine import describe, open_engine
-    from ricecli.inference.model import load_model
-    from ricecli.io.files import check_output_dir, input_paths
-    from ricecli.outputs.report import (
-        check_output_file,
-        classify_case,
-        print_summary,
-        to_json,
-        write_text_atomic,
-    )
+    from ricecli import pipeline
+    from ricecli.inference.engine import describe
+    from ricecli.io.files import check_output_dir, check_output_file, input_paths, write_text_atomic
+    from ricecli.outputs.console import print_summary
+    from ricecli.outputs.record import to_json
 
     inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
                          dose_frame, brain_extraction)
@@ -99,23 +78,20 @@ def command(
         from ricecli.outputs.dicom import check_dicom_out
 
         check_dicom_out(dicom_out, inputs.event, in_paths)
-    loaded = load_model(model)
-    engine = open_engine(loaded, device)
+    loaded, engine = pipeline.open_model(model, device)
     console = Console(stderr=json_out == Path("-"))
     console.print(f"engine: {describe(engine)}")
     with console.status("preparing the case (read, register, resample) and classifying"):
-        result = classify_case(inputs, loaded, engine, save_prepared=save_prepared,
-                               overwrite=overwrite, accept_qa_failure=accept_qa_failure)
-    print_summary(result, console)
+        result = pipeline.classify(inputs, loaded, engine, save_prepared=save_prepared,
+                                   overwrite=overwrite, accept_qa_failure=accept_qa_failure)
+    print_summary(result.record, console)
     if json_out == Path("-"):
-        typer.echo(to_json(result), nl=False)
+        typer.echo(to_json(result.record), nl=False)
     elif json_out is not None:
-        write_text_atomic(json_out, to_json(result), inputs=in_paths, overwrite=overwrite)
+        write_text_atomic(json_out, to_json(result.record), in_paths, overwrite)
         console.print(f"result written to {json_out}")
-    if dicom_out is not None and result["label"] is not None:
-        from ricecli.outputs.dicom import write_dicom_outputs
-
-        for path in write_dicom_outputs(dicom_out, result, inputs.event):
+    if dicom_out is not None:
+        for path in pipeline.write_dicom(result, dicom_out):
             console.print(f"DICOM written: {path}")
-    if result["label"] is None:  # QA failed: the JSON says why, the exit code says so
+    if not result.labelled:  # QA failed: the JSON says why, the exit code says so
         raise typer.Exit(EXIT_QA_FAILED)

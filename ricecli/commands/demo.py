@@ -8,22 +8,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ricecli.commands.classify import DeviceOpt, ModelOpt
 
+if TYPE_CHECKING:
+    from ricecli.explain.occlusion import ExplainResult
+    from ricecli.simulate.case import SimulatedCase
 
-def clear_case_of_each_class(seed: int, limit: int = 20) -> list:
+
+def clear_case_of_each_class(seed: int, limit: int = 20) -> list[SimulatedCase]:
     """The first simulated RICE and recurrence case whose label is also the likelier one.
 
     Chosen on the simulator's ground truth (its ideal probability), never on the model's
     answer: the demo shows cases a perfect model would get right, not cherry-picked hits.
     """
-    from ricecli.simulate.cohort import SimConfig, simulate_case
+    from ricecli.simulate.case import SimConfig, simulate_case
 
-    found: dict = {}
+    found: dict[str, SimulatedCase] = {}
     for index in range(limit):
         case = simulate_case(index, seed, SimConfig())
         likelier = "recurrence" if case.truth["p_recurrence"] >= 0.5 else "RICE"
@@ -47,28 +51,23 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from ricecli.explain.occlusion import (
-        OcclusionSettings,
-        explain_case,
-        rich_progress,
-        write_explain,
-    )
-    from ricecli.inference.engine import describe, open_engine
-    from ricecli.inference.model import load_model
+    from ricecli import pipeline
+    from ricecli.explain.occlusion import OcclusionSettings
+    from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, input_paths, staged_output
-    from ricecli.outputs.report import classify_case, qa_line, to_json
+    from ricecli.outputs.record import qa_line, to_json
     from ricecli.prepare import CaseInputs
+    from ricecli.progress import rich_progress
     from ricecli.simulate.cohort import write_case
 
     console = Console(stderr=True)
     start = time.perf_counter()
     in_paths = input_paths(model=model)
     check_output_dir(out, in_paths, overwrite)
-    loaded = load_model(model)
-    engine = open_engine(loaded, device)
+    loaded, engine = pipeline.open_model(model, device)
     console.print(f"model: {loaded.name} {loaded.version} ({loaded.path.name}); "
                   f"engine: {describe(engine)}")
-    rows = []
+    rows: list[tuple[SimulatedCase, dict[str, Any], ExplainResult | None]] = []
     with staged_output(out, in_paths, overwrite) as stage:
         with console.status("simulating one RICE and one recurrence case"):
             cases = clear_case_of_each_class(seed)
@@ -78,23 +77,23 @@ def command(
             inputs = CaseInputs(post_op=stage / row["post_op"], event=stage / row["event"],
                                 dose=stage / row["dose"])
             with console.status(f"{sim.case_id}: preparing and classifying"):
-                result = classify_case(inputs, loaded, engine, keep_case=True)
-            prepared = result.pop("_case")
+                result = pipeline.classify(inputs, loaded, engine)
             explained = None
-            if result["label"] is None:  # QA failed: no label, nothing to explain
-                console.print(f"[red]{sim.case_id}: {qa_line(result)}[/]", highlight=False)
+            if not result.labelled:  # QA failed: no label, nothing to explain
+                console.print(f"[red]{sim.case_id}: {qa_line(result.record)}[/]",
+                              highlight=False)
             else:
+                (folder / "explain").mkdir()
                 update, bar = rich_progress(f"{sim.case_id}: occlusion map")
                 with bar:
-                    explained = explain_case(prepared, loaded, engine, OcclusionSettings(),
-                                             progress=update)
-                (folder / "explain").mkdir()
-                write_explain(explained, prepared, folder / "explain", loaded.spec.classes)
-            result["truth"] = {"label": sim.label, "p_recurrence": sim.truth["p_recurrence"],
+                    explained = pipeline.explain(result, loaded, engine, OcclusionSettings(),
+                                                 folder / "explain", progress=update)
+            record = result.record
+            record["truth"] = {"label": sim.label, "p_recurrence": sim.truth["p_recurrence"],
                                "lesion_site": sim.truth["lesion"]["site"],
                                "lesion_centre_event_mm": sim.truth["lesion"]["centre_event_mm"]}
-            (folder / "result.json").write_text(to_json(result) + "\n")
-            rows.append((sim, result, explained))
+            (folder / "result.json").write_text(to_json(record))
+            rows.append((sim, record, explained))
         summary = [{"case_id": sim.case_id, "truth": sim.label,
                     "ideal_p_recurrence": sim.truth["p_recurrence"], "predicted": res["label"],
                     "p_recurrence": _p_recurrence(res), "qa_verdict": res["qa"].get("verdict"),
@@ -129,7 +128,7 @@ def command(
         "explain/occlusion.nii.gz as an overlay in 3D Slicer or ITK-SNAP.")
 
 
-def _p_recurrence(result: dict) -> float | None:
+def _p_recurrence(result: dict[str, Any]) -> float | None:
     """p(recurrence) of a result, None when QA failed and no answer was given."""
     probs = result.get("probabilities")
     return None if probs is None else probs["recurrence"]

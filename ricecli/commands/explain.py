@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +22,7 @@ from ricecli.commands.classify import (
     T1Opt,
     case_inputs,
 )
-from ricecli.explain.occlusion import OcclusionSettings
+from ricecli.explain.occlusion import ExplainResult, OcclusionSettings
 
 
 def command(
@@ -69,13 +68,12 @@ def command(
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
 
+    from ricecli import pipeline
     from ricecli.errors import EXIT_QA_FAILED
-    from ricecli.explain.occlusion import explain_case, rich_progress, write_explain
-    from ricecli.inference.engine import describe, open_engine
-    from ricecli.inference.model import load_model
+    from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, input_paths, staged_output
-    from ricecli.outputs.report import qa_line
-    from ricecli.prepare import prepare_case
+    from ricecli.outputs.record import qa_line
+    from ricecli.progress import rich_progress
 
     settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
                                  channels=channels, target=target, batch=batch, region=region,
@@ -89,62 +87,47 @@ def command(
         from ricecli.outputs.dicom import check_dicom_out
 
         check_dicom_out(dicom_out, inputs.event, in_paths)
-    loaded = load_model(model)
-    engine = open_engine(loaded, device)
+    loaded, engine = pipeline.open_model(model, device)
     console = Console(stderr=True)
     console.print(f"engine: {describe(engine)}")
-    inputs_record = {"post_op": str(inputs.post_op), "event": str(inputs.event),
-                     "dose": str(inputs.dose), "mask": None if mask is None else str(mask),
-                     "dose_frame": None if dose_frame is None else str(dose_frame)}
+    explained = None
     with staged_output(out, in_paths, overwrite) as staging:
-        t0 = time.perf_counter()
-        with console.status("preparing the case (read, register, resample)"):
-            case = prepare_case(inputs, loaded.spec)
-        t_prepare = time.perf_counter() - t0
-        failed = case.qa.get("verdict") == "fail"
-        if failed and not accept_qa_failure:  # no answer, so nothing to explain: say why
-            import json
-
-            (staging / "explain.json").write_text(json.dumps(
-                {"label": None, "qa": case.qa, "inputs": inputs_record,
-                 "model": loaded.summary(), "prepare_s": round(t_prepare, 3)},
-                indent=2, default=str) + "\n")
+        with console.status("preparing the case (read, register, resample) and classifying"):
+            result = pipeline.classify(inputs, loaded, engine,
+                                       accept_qa_failure=accept_qa_failure)
+        if not result.labelled:  # QA failed: no answer, so nothing to explain; say why
+            pipeline.write_unexplained(result, loaded, engine, staging)
         else:
             update, bar = rich_progress("occluding")
             with bar:
-                result = explain_case(case, loaded, engine, settings, progress=update)
-            record = write_explain(result, case, staging, loaded.spec.classes, extra={
-                "model": loaded.summary(), "engine": describe(engine),
-                "inputs": inputs_record, "prepare_s": round(t_prepare, 3),
-                "qa": getattr(case, "qa", {}),
-                **({"label_despite_qa_failure": True} if failed else {}),
-            })
-    if failed and not accept_qa_failure:
-        console.print(f"[bold red]{qa_line({'qa': case.qa})}[/] (explain.json in {out})",
+                explained = pipeline.explain(result, loaded, engine, settings, staging,
+                                             progress=update)
+    qa = result.record["qa"]
+    if explained is None:
+        console.print(f"[bold red]{qa_line(result.record)}[/] (explain.json in {out})",
                       highlight=False)
         raise typer.Exit(EXIT_QA_FAILED)
-    if failed:
+    if result.record.get("label_despite_qa_failure"):
         console.print(f"[bold red]QA failed; maps made anyway (--accept-qa-failure), do not "
-                      f"trust them:[/] {'; '.join(case.qa.get('reasons', []))}", highlight=False)
-    for line in _qa_lines(case.qa):
+                      f"trust them:[/] {'; '.join(qa.get('reasons', []))}", highlight=False)
+    for line in _summary_lines(explained, qa, out):
         console.print(line, highlight=False)
-    pos = record["positions"]
-    console.print(
-        f"p({result.target}) = {record['target_probability']:.3f}; "
-        f"{pos['run']} of {pos['total']} cube positions run "
-        f"({pos['skipped_unchanged']} unchanged, {pos['skipped_outside_region']} outside the "
-        f"brain skipped), {record['volumes_per_s']} volumes/s; peak at LPS "
-        f"({', '.join(f'{v:.1f}' for v in result.peak_mm)}) mm")
-    console.print(f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)")
     if dicom_out is not None:
-        from ricecli.outputs.dicom import write_for_explain
-
-        for path in write_for_explain(dicom_out, case, loaded, engine, result, inputs):
+        for path in pipeline.write_dicom(result, dicom_out, explained):
             console.print(f"DICOM written: {path}")
 
 
-def _qa_lines(qa: dict) -> list[str]:
-    """The QA verdict and every note, for the console (qa.json holds nothing unseen)."""
+def _summary_lines(explained: ExplainResult, qa: dict[str, Any], out: Path) -> list[str]:
+    """The QA verdict and notes (nothing in explain.json unseen), what ran, and where to look."""
     from ricecli.qa import summary_lines
 
-    return summary_lines(qa)
+    maps, target = explained.model_maps, explained.target
+    pos = maps.positions
+    peak = ", ".join(f"{v:.1f}" for v in explained.peak_mm)
+    return [*summary_lines(qa),
+            f"p({target}) = {explained.probabilities[target]:.3f}; "
+            f"{pos['run']} of {pos['total']} cube positions run "
+            f"({pos['skipped_unchanged']} unchanged, {pos['skipped_outside_region']} outside the "
+            f"brain skipped), {maps.seconds.get('volumes_per_s')} volumes/s; peak at LPS "
+            f"({peak}) mm",
+            f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)"]

@@ -1,4 +1,5 @@
-"""`ricecli info`: the model card, its spec, this machine's engines and the versions in use."""
+"""`ricecli info`: the model (name, version, hash, classes, grid, calibration, members), this
+machine's engines and the ONNX Runtime build, as a readable summary or (--json) raw JSON."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ricecli.commands.classify import ModelOpt
 
+Info = dict[str, Any]  # the JSON `info` prints: a JSON boundary
 
-def versions() -> dict:
+
+def versions() -> dict[str, str]:
     """Versions of ricecli, Python and the libraries inference depends on."""
     from ricecli import __version__
 
@@ -26,17 +29,19 @@ def versions() -> dict:
     return out
 
 
-def gather(model_path: Path | None) -> dict:
-    """Everything `info` shows, as plain JSON; a missing default model is noted, not fatal."""
-    import onnxruntime as ort
-
+def gather(model_path: Path | None) -> Info:
+    """Everything `info` shows, as plain JSON; a missing default model is noted, not fatal.
+    Without ONNX Runtime this is the one-line error naming the extra to install (exit 2)."""
     from ricecli.errors import ModelError
-    from ricecli.inference.engine import available_engines, physical_cores
+    from ricecli.inference.engine import available_engines
     from ricecli.inference.model import default_model_path, load_model
+    from ricecli.runtime import import_onnxruntime, onnxruntime_builds, physical_cores
 
-    out: dict = {"versions": versions(),
+    ort = import_onnxruntime()
+    out: Info = {"versions": versions(),
                  "engines": available_engines(),
                  "onnxruntime_providers": ort.get_available_providers(),
+                 "onnxruntime_builds": onnxruntime_builds(),
                  "cpu": {"physical_cores": physical_cores(), "machine": platform.machine()},
                  "default_model": str(default_model_path())}
     try:
@@ -55,51 +60,85 @@ def gather(model_path: Path | None) -> dict:
 
 def command(
     model: ModelOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the raw JSON instead of the summary.")] = False,
     output: Annotated[Path | None, typer.Option(
         "--out", help="Also write the JSON to this file.")] = None,
 ) -> None:
-    """Show the model card and spec, the available engines and providers, and versions."""
+    """Show the model (name, version, classes, grid, calibration, members), the engines this
+    machine can run and the versions in use."""
     info = gather(model)
     text = json.dumps(info, indent=2, default=str) + "\n"
     if output is not None:
-        from ricecli.outputs.report import write_text_atomic
+        from ricecli.io.files import write_text_atomic
 
         write_text_atomic(output, text)
     if as_json:
         typer.echo(text, nl=False)
         return
-    _print_tables(info)
-
-
-def _print_tables(info: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    Console(highlight=False, soft_wrap=True).print("\n".join(summary_lines(info)))
+
+
+def summary_lines(info: Info) -> list[str]:
+    """The readable summary (rich markup): model, engines, ONNX Runtime and versions."""
+    from rich.markup import escape  # names and card texts are not markup
+
     model = info.get("model")
-    if model is None:
-        console.print(f"[yellow]no model:[/] {info.get('model_note')}")
-    else:
-        card = info.get("card", {})
-        console.print(f"[bold]{model['name']}[/] {model['version']}  ({model['format']}, "
-                      f"{model['members'] or '?'} members)  {model['path']}")
-        console.print(f"sha256 {model['sha256']}")
-        for key in ("intended_use", "training", "training_summary", "metrics", "created"):
-            if key in card:
-                console.print(f"{key}: {json.dumps(card[key], default=str)}")
-        spec = info["spec"]
-        space = spec["model_space"]
-        console.print(f"spec: channels {', '.join(spec['channels'])}; classes "
-                      f"{', '.join(spec['classes'])}; model space {space['template']} "
-                      f"{space['size_xyz']} voxels at {space['spacing_mm']} mm; dose scale "
-                      f"{spec['dose_scale_gy']} Gy; T1 {spec['t1_normalisation']}")
-    table = Table(title="engines on this machine", show_edge=False)
-    table.add_column("engine")
-    table.add_column("available")
-    for name, ok in info["engines"].items():
-        table.add_row(name, "yes" if ok else "no")
-    console.print(table)
-    console.print(f"onnxruntime providers: {', '.join(info['onnxruntime_providers'])}; "
-                  f"physical cores {info['cpu']['physical_cores']}")
-    console.print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    lines = ([f"[yellow]no model:[/] {escape(str(info.get('model_note')))}"] if model is None
+             else [f"[bold]{escape(model['name'])}[/] " + escape(
+                 f"{model['version']}  ({model['format']}, {model['members'] or '?'} members)")]
+             + [escape(line) for line in _model_lines(model, info.get("card") or {},
+                                                      info["spec"])])
+    engines = info["engines"]
+    lines.append("engines:      " + ", ".join(f"{name} {'yes' if ok else 'no'}"
+                                             for name, ok in engines.items()))
+    builds = info.get("onnxruntime_builds") or ["none"]
+    version = info["versions"].get("onnxruntime-gpu") or info["versions"].get("onnxruntime", "?")
+    lines.append(f"onnxruntime:  {version} ({' + '.join(builds)}); providers "
+                 f"{', '.join(info['onnxruntime_providers'])}")
+    lines.append(f"cpu:          {info['cpu']['physical_cores']} physical cores "
+                 f"({info['cpu']['machine']})")
+    lines.append("versions:     " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    return lines
+
+
+def _model_lines(model: Info, card: Info, spec: Info) -> list[str]:
+    space = spec["model_space"]
+    size = " x ".join(str(v) for v in space["size_xyz"])
+    spacing = " x ".join(f"{v:g}" for v in space["spacing_mm"])
+    lines = [f"file:         {model['path']}",
+             f"sha256:       {model['sha256']}",
+             f"classes:      {', '.join(spec['classes'])}",
+             f"channels:     {', '.join(spec['channels'])} (T1 {spec['t1_normalisation']}, "
+             f"dose / {spec['dose_scale_gy']:g} Gy)",
+             f"grid:         {size} voxels of {spacing} mm in {space['template']} "
+             f"(preset {spec.get('preset', '?')})",
+             f"calibration:  {_calibration(spec.get('calibration'))}"]
+    listed = card.get("members")  # a list of member records, or only their count
+    members = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    lines += [f"{'members:' if i == 0 else '':<14}{_member(m, i)}"
+              for i, m in enumerate(members)]
+    for key, label in (("intended_use", "intended use"), ("created", "created")):
+        if key in card:
+            lines.append(f"{label + ':':<14}{card[key]}")
+    return lines
+
+
+def _calibration(cal: Info | None) -> str:
+    if not cal:
+        return "none (probabilities are the ensemble's raw mean)"
+    text = f"temperature {cal['temperature']:.2f}"
+    if cal.get("conformal_qhat") is not None:
+        coverage = 1.0 - float(cal.get("conformal_alpha") or 0.0)
+        text += f", conformal qhat {cal['conformal_qhat']:.3f} ({coverage:.0%} coverage)"
+    return text + f", fitted on {cal.get('n_cases', '?')} cases ({cal.get('fitted_on', '?')})"
+
+
+def _member(member: Info, index: int) -> str:
+    name = f"fold {member['fold']}" if "fold" in member else f"#{member.get('index', index)}"
+    metrics = member.get("metrics") or {}
+    shown = [f"{k.removeprefix('val_')} {v:.3f}" for k, v in metrics.items()
+             if k in ("val_macro_f1", "val_auc") and isinstance(v, (int, float))]
+    return f"{name}: {', '.join(shown)}" if shown else name

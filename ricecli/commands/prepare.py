@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ricecli.errors import RicenetError
+from ricecli.errors import EXIT_QA_FAILED, RicenetError
+
+if TYPE_CHECKING:
+    from ricecli.prepare import CaseInputs
 
 T1Opt = Annotated[list[Path], typer.Option(
     "--t1", help="T1c scans: first the post-operative (planning) scan, then the event scan.")]
@@ -34,6 +37,7 @@ BrainExtractionOpt = Annotated[bool, typer.Option(
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace an existing non-empty output folder.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="Model space: edge (3 mm) or paper.")]
+T1_COUNT = "--t1 was given {n} {times}, it needs exactly two"
 
 
 def one_dose(dose: list[Path] | Path) -> Path:
@@ -47,7 +51,24 @@ def one_dose(dose: list[Path] | Path) -> Path:
     return dose[0]
 
 
-def summary_lines(qa: dict, seconds: float) -> list[str]:
+def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None = None,
+                dose_unit: str = "Gy", dose_fractions: int | None = None,
+                dose_relative_scale: float | None = None, dose_frame: Path | None = None,
+                brain_extraction: bool = True) -> CaseInputs:
+    """CaseInputs from the case options of prepare, classify and explain (two --t1: the
+    post-op scan first, then the event scan; one --dose)."""
+    from ricecli.prepare import CaseInputs
+
+    if len(t1) != 2:
+        raise RicenetError(T1_COUNT.format(n=len(t1), times="time" if len(t1) == 1 else "times"),
+                           fix="pass --t1 POSTOP --t1 EVENT (the post-operative scan first)")
+    return CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
+                      dose_unit=dose_unit, dose_fractions=dose_fractions, dose_frame=dose_frame,
+                      dose_relative_scale_gy=dose_relative_scale,
+                      brain_extraction=brain_extraction)
+
+
+def summary_lines(qa: dict[str, Any], seconds: float) -> list[str]:
     """Plain-text lines of the QA summary (the rich table is built from the same numbers)."""
     lines = []
     for name, reg in qa["registration"].items():
@@ -80,30 +101,24 @@ def command(
     """Register post-op and dose to the event scan and both into model space; write the
     three channels (post_op, event, dose .nii.gz) and qa.json to OUT."""
     t0 = time.perf_counter()
-    if len(t1) != 2:
-        raise RicenetError(f"got {len(t1)} --t1 scan(s), need exactly two",
-                           fix="pass --t1 POSTOP --t1 EVENT (post-operative scan first)")
+    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                         dose_frame, brain_extraction)
     from rich.console import Console
 
-    from ricecli.inference.spec import PRESETS
-    from ricecli.io.files import check_output_dir, input_paths, staged_output
-    from ricecli.prepare import CaseInputs, prepare_case, write_prepared
+    from ricecli.io.files import check_output_dir, input_paths
+    from ricecli.pipeline import save_prepared_case
+    from ricecli.prepare import prepare_case
+    from ricecli.spec import PRESETS
 
     if preset not in PRESETS:
         raise RicenetError(f"unknown preset {preset!r}", fix=f"use one of {sorted(PRESETS)}")
-    inputs = CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
-                        dose_unit=dose_unit, dose_fractions=dose_fractions,
-                        dose_frame=dose_frame, dose_relative_scale_gy=dose_relative_scale,
-                        brain_extraction=brain_extraction)
-    in_paths = input_paths(inputs)
-    check_output_dir(out, in_paths, overwrite)  # fail before the slow part
+    check_output_dir(out, input_paths(inputs), overwrite)  # fail before the slow part
     case = prepare_case(inputs, PRESETS[preset])
     case.qa["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
-    with staged_output(out, in_paths, overwrite) as stage:
-        write_prepared(case, stage)
+    save_prepared_case(case, out, inputs, overwrite)
     console = Console()
     console.print(f"[bold]prepared[/bold] {out} ({preset} model space)")
     for line in summary_lines(case.qa, time.perf_counter() - t0):
         console.print(f"  {line}", highlight=False)
     if case.qa.get("verdict") == "fail":  # the channels are written for inspection, exit 3
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_QA_FAILED)

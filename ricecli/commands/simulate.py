@@ -44,7 +44,8 @@ def command(
 
     from ricecli.io.files import staged_output
     from ricecli.progress import progress_bar
-    from ricecli.simulate.cohort import DIFFICULTIES, FORMATS, SimConfig, generate_cohort
+    from ricecli.simulate.case import DIFFICULTIES, FORMATS, SimConfig
+    from ricecli.simulate.cohort import generate_cohort
 
     if fmt not in FORMATS:
         raise RicenetError(f"unknown --format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")

@@ -1,1 +1,6 @@
-"""Occlusion sensitivity: which regions drove the answer."""
+"""Occlusion sensitivity: which regions drove the answer.
+
+Read top-down: `occlusion` (settings, the maps, `explain_case`), `positions` (where the cube
+goes), `maps` (onto the event scan), `write` (the files), `approximate` (opt-in drill-down) and
+`incremental/` (the exact fast path on ONNX Runtime CPU).
+"""

@@ -1,1 +1,2 @@
-"""Where things are: rigid registration, the template, brain extraction."""
+"""Where things are: resampling onto grids, rigid registration (its start and QA), the template,
+brain extraction and the skull-stripped check."""

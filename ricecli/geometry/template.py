@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ricecli.inference.spec import ModelSpace
+from ricecli.spec import ModelSpace
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "data" / "template"
 BRAIN_THRESHOLD = 0.2  # nilearn's rule for the MNI152 brain mask: T1 > 0.2 of its maximum

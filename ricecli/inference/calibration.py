@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ricecli.inference.spec import Calibration, Spec
+from ricecli.spec import Calibration, Spec
 
 DEFAULT_FLOOR = 1e-7
 
@@ -23,6 +23,7 @@ def member_logits(member_probs: np.ndarray, floor: float = DEFAULT_FLOOR) -> np.
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (shifted by the row maximum: no overflow)."""
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -63,7 +64,7 @@ def uncertainty(member_cal: np.ndarray, mean_cal: np.ndarray, cal: Calibration |
     }
     reasons: list[str] = []
     qhat = None if cal is None else cal.conformal_qhat
-    if qhat is not None:
+    if cal is not None and qhat is not None:
         pset = prediction_set(mean_cal, qhat, classes)
         sure = {tuple(prediction_set(m, qhat, classes)) for m in member_cal}
         confident = {s[0] for s in sure if len(s) == 1}
@@ -96,8 +97,11 @@ def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
     raw = np.asarray(probs, dtype=np.float64)
     member_cal = calibrate_members(members, cal)
     mean_cal = member_cal.mean(axis=0) if len(member_cal) else raw
-    record = {
-        "probabilities": {c: float(v) for c, v in zip(classes, mean_cal, strict=True)},
+    calibrated = {c: float(v) for c, v in zip(classes, mean_cal, strict=True)}
+    if not all(math.isfinite(v) for v in calibrated.values()):
+        raise ValueError("calibrated probabilities are not finite")
+    return {
+        "probabilities": calibrated,
         "probabilities_raw": {c: float(v) for c, v in zip(classes, raw, strict=True)},
         "member_probabilities": [{c: float(v) for c, v in zip(classes, m, strict=True)}
                                  for m in member_cal],
@@ -109,16 +113,13 @@ def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
                              "fitted_on": cal.fitted_on, "n_cases": int(cal.n_cases)},
         "uncertainty": uncertainty(member_cal, mean_cal, cal, classes),
     }
-    if not all(math.isfinite(v) for v in record["probabilities"].values()):
-        raise ValueError("calibrated probabilities are not finite")
-    return record
 
 
 # --- hooks for the result record, the screen and batch's CSV ---------------------------------
 
 def apply_to_result(result: dict, probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
     """Put calibrated probabilities (label = their argmax), the raw ones, calibration and
-    uncertainty into a result record built by ricecli.outputs.report.build_result."""
+    uncertainty into a result record built by ricecli.outputs.record.build_result."""
     record = assess(probs, members, spec)
     classes = list(spec.classes)
     result["probabilities"] = record["probabilities"]

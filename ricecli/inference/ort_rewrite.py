@@ -6,36 +6,24 @@ input (im2col, 1029 rows x every output voxel) once per conv and then multiplies
 filters, so the memory-bound expansion dominates and is repeated for every member. Sibling
 convs that read the same tensor with the same geometry are merged into one conv with all their
 filters (one expansion, a 5x taller GEMM) followed by a Split: the same dot products, so the
-outputs are unchanged (bit-identical in our checks).
-
-`session_options` is the one place CPU session settings live (the engine and the incremental
-occlusion sessions use it).
+outputs are unchanged (bit-identical in our checks). Session settings live in sessions.py.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # onnx is imported where it is used: ricecli runs without it
+    from onnx import ModelProto, NodeProto, TensorProto
 
-def session_options(threads: int, spin: bool = True):
-    """ORT CPU session options: all graph optimisations, intra-op threads, sequential."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    if not spin:  # idle threads would spin after each run and steal another session's cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
+ConvKey = tuple[str, tuple[tuple[str, str], ...], tuple[int, ...], int]
 
 
-def _conv_key(node, inits: dict) -> tuple | None:
+def _conv_key(node: NodeProto, inits: dict[str, TensorProto]) -> ConvKey | None:
     """What must match for two convs to merge: input, attributes, weight shape, bias or not."""
     from onnx import helper
 
@@ -51,7 +39,7 @@ def _conv_key(node, inits: dict) -> tuple | None:
     return (node.input[0], attrs, tuple(weight.dims[1:]), weight.data_type)
 
 
-def merge_sibling_convs(model) -> int:
+def merge_sibling_convs(model: ModelProto) -> int:
     """Merge Convs reading the same tensor with the same geometry into Conv + Split, in place.
 
     Returns how many Conv nodes were removed.
@@ -60,7 +48,7 @@ def merge_sibling_convs(model) -> int:
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    groups: dict[tuple, list] = defaultdict(list)
+    groups: dict[ConvKey, list[NodeProto]] = defaultdict(list)
     for node in graph.node:
         key = _conv_key(node, inits)
         if key is not None:
@@ -99,7 +87,7 @@ def merge_sibling_convs(model) -> int:
     return removed
 
 
-def _opset(model) -> int:
+def _opset(model: ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                default=0)
 

@@ -50,7 +50,7 @@ def _base(sop_class: str, modality: str, study_uid: str, for_uid: str, series_ui
     """Patient/study/series/frame-of-reference modules shared by every file we write."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UID(sop_class)
     ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class

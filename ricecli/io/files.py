@@ -1,5 +1,8 @@
 """Safe outputs: write into a temporary folder (or file) beside the target, rename on success.
 
+The one atomic writer of the project (`staged_output` for folders, `write_atomic` and its
+`write_text_atomic` / `write_bytes_atomic` shorthands for files): ricecli, train/ and export/.
+
 Nothing half-written is ever left at the target (not on errors, Ctrl-C or SIGTERM either), an
 existing output is replaced only with `overwrite`, and an output may never be, contain, or lie
 inside an input: `input_paths` lists every input of a command, `check_output_dir` and
@@ -10,13 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
-from ricecli.errors import OutputError, raise_if_interrupted
+from ricecli.errors import OutputError
+from ricecli.signals import raise_if_interrupted
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -25,8 +31,14 @@ def _resolved(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def input_paths(case_inputs=None, model: str | Path | None = None,
-                manifest: str | Path | None = None, cases: Iterable = (),
+class HasPaths(Protocol):
+    """A case that names its input files (CaseInputs, a manifest's ManifestCase)."""
+
+    def paths(self) -> list[Path]: ...
+
+
+def input_paths(case_inputs: HasPaths | None = None, model: str | Path | None = None,
+                manifest: str | Path | None = None, cases: Iterable[HasPaths] = (),
                 extra: Iterable[str | Path | None] = ()) -> list[Path]:
     """Every input path of a command: a case's files (post-op, event, dose, --mask,
     --dose-frame), the --model file, a batch manifest and every file its cases name."""
@@ -34,9 +46,10 @@ def input_paths(case_inputs=None, model: str | Path | None = None,
     if case_inputs is not None:
         found += list(case_inputs.paths())
     for case in cases:
-        found += list(case.inputs().paths())
+        found += list(case.paths())
     found += [model, manifest, *extra]
-    out, seen = [], set()
+    out: list[Path] = []
+    seen: set[Path] = set()
     for item in found:
         if item is None or str(item) in ("", "-"):
             continue
@@ -51,6 +64,9 @@ def refuse_inputs(out: Path, inputs: Iterable[str | Path], what: str, option: st
     """OutputError when the output `out` is an input, lies inside one, or holds one."""
     for item in inputs:
         src = _resolved(item)
+        if out == src and what == "file":
+            raise OutputError("the output would overwrite an input", out,
+                              fix=f"choose another {option}")
         if out == src or src in out.parents:
             raise OutputError(f"the output {what} is an input or lies inside one", out,
                               fix=f"choose an {option} outside {src}")
@@ -143,19 +159,37 @@ def staged_output(out_dir: str | Path, inputs: Iterable[str | Path] = (),
 @contextlib.contextmanager
 def write_atomic(path: str | Path, inputs: Iterable[str | Path] = (),
                  overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp file path beside `path`; it is renamed onto `path` only on success."""
+    """Yield a temp file path beside `path`; it is renamed onto `path` only on success.
+
+    The writer creates the temp file itself, so the output gets the usual permissions (umask).
+    """
     target = check_output_file(path, list(inputs), overwrite, option="output")
     target.parent.mkdir(parents=True, exist_ok=True)
     # keep the extension: writers pick the format from it (.nii.gz, .json, ...)
     suffix = "".join(target.suffixes[-2:])
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.partial-", suffix=suffix,
-                               dir=target.parent)
-    os.close(fd)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
-        yield Path(tmp)
+        yield tmp
         raise_if_interrupted()
+        tmp.touch(exist_ok=True)  # a writer that wrote nothing commits an empty file
         with _signals_deferred():
             os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str, inputs: Iterable[str | Path] = (),
+                      overwrite: bool = True) -> Path:
+    """Write a text file whole or not at all (temp file beside it, then rename); never an input."""
+    with write_atomic(path, inputs, overwrite) as tmp:
+        tmp.write_text(text)
+    return _resolved(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, inputs: Iterable[str | Path] = (),
+                       overwrite: bool = True) -> Path:
+    """Write a binary file whole or not at all (temp file beside it, then rename)."""
+    with write_atomic(path, inputs, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return _resolved(path)

@@ -16,25 +16,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from ricecli.errors import InputError
-from ricecli.io.dicom import (
+from ricecli.io.base import (
     FORMATS_FIX,
+    check_geometry,
+    existing_path,
     image_facts,
     is_dicom_file,
     note,
-    read_dicom_file,
-    read_dicom_series,
     tag_image,
 )
+from ricecli.io.dicom import read_dicom_file, read_dicom_series
 
-__all__ = ["read_mr", "read_mask", "read_volume", "geometry_summary", "is_dicom_file"]
-
-
-def existing_path(path: str | Path) -> Path:
-    """The path, or InputError when nothing is there."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path, fix="check the path and its spelling")
-    return path
+__all__ = ["read_mr", "read_mask", "read_volume", "geometry_summary"]
 
 
 def read_mr(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
@@ -74,21 +67,6 @@ def read_volume(path: Path, notes: list[str] | None = None, what: str = "an imag
     image = check_shape(image, path, notes)
     check_geometry(image, path)
     return tag_image(image, facts)
-
-
-def check_geometry(image: sitk.Image, path: Path) -> None:
-    """InputError for zero/non-finite voxel spacing or a singular direction matrix: with such a
-    geometry the scan's size and place in the world are unknown."""
-    spacing = image.GetSpacing()
-    if not all(math.isfinite(v) and v > 0 for v in spacing):
-        raise InputError(f"has voxel spacing {'x'.join(f'{v:g}' for v in spacing)} mm (zero, "
-                         "negative or not a number): its real voxel size is unknown", path,
-                         fix="export the scan again with its real spacing (or fix the header)")
-    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    if not np.isfinite(direction).all() or abs(float(np.linalg.det(direction))) < 1e-3:
-        raise InputError("has a singular direction (orientation) matrix: its orientation in "
-                         "the world is unknown", path,
-                         fix="export the scan again with its real orientation")
 
 
 def _read_image_file(path: Path) -> sitk.Image:

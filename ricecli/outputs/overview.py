@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 PANEL_PX = 300
 NAME_PX = 20
 CONVENTION = "radiological: patient Right on image left (LPS)"
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
 
 def _world_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +72,7 @@ def _overlay(base: np.ndarray, heat: np.ndarray, vmax: float) -> np.ndarray:
     return (base * (1 - alpha) + _heat_rgb(v) * alpha).astype(np.uint8)
 
 
-def _font(size: int):
+def _font(size: int) -> Font:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -79,13 +80,13 @@ def _font(size: int):
 
 
 def _panel(rgb: np.ndarray, labels: Sequence[str], name: str, peak_rc: tuple[float, float],
-           font) -> Image.Image:
+           font: Font) -> Image.Image:
     """Scale a plane into a PANEL_PX square under a name strip; orientation letters (top,
     bottom, left, right) at the edges; a green ring at the peak."""
     h, w = rgb.shape[:2]
     scale = PANEL_PX / max(h, w)
     img = Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                      Image.BILINEAR)
+                                      Image.Resampling.BILINEAR)
     canvas = Image.new("RGB", (PANEL_PX, PANEL_PX + NAME_PX), "black")
     x0, y0 = (PANEL_PX - img.width) // 2, NAME_PX + (PANEL_PX - img.height) // 2
     canvas.paste(img, (x0, y0))
@@ -102,7 +103,7 @@ def _panel(rgb: np.ndarray, labels: Sequence[str], name: str, peak_rc: tuple[flo
     return canvas
 
 
-def _colour_bar(vmax: float, height: int, font) -> Image.Image:
+def _colour_bar(vmax: float, height: int, font: Font) -> Image.Image:
     bar_w, pad = 18, 60
     img = Image.new("RGB", (bar_w + pad, height), "black")
     span = height - 40

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw
 
 from ricecli.simulate.anatomy import HEAD_CENTRE_MM
-from ricecli.simulate.cohort import SimConfig, SimulatedCase, simulate_case
+from ricecli.simulate.case import SimConfig, SimulatedCase, simulate_case
 from ricecli.simulate.scanner import matrix_transform
 
 PANEL_MM = 220  # field of view of each panel (1 mm per pixel): a whole head

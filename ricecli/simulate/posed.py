@@ -5,11 +5,14 @@ had it lain differently."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import SimpleITK as sitk
 
 
-def posed_copy(image: sitk.Image, angles_deg, shift_mm, pad_mm: float = 40.0) -> sitk.Image:
+def posed_copy(image: sitk.Image, angles_deg: Sequence[float], shift_mm: Sequence[float],
+               pad_mm: float = 40.0) -> sitk.Image:
     """The same voxels after a rigid motion about the image centre, on a padded grid of the
     image's own direction and spacing (the anatomy moves in the world; nothing is cut off)."""
     size = np.asarray(image.GetSize())

@@ -16,7 +16,9 @@ from scipy.spatial.transform import Rotation
 from ricecli.simulate.anatomy import HEAD_CENTRE_MM, Anatomy
 
 # (name, in-plane mm range, slice mm range, orientations); 3D and 2D protocols seen in practice
-PROTOCOLS = {
+# name, in-plane spacing range (mm), slice thickness range (mm), orientations
+ScanProtocol = tuple[str, tuple[float, float], tuple[float, float], tuple[str, ...]]
+PROTOCOLS: dict[str, list[ScanProtocol]] = {
     "easy": [("3D T1c 1 mm", (0.95, 1.05), (0.95, 1.1), ("axial", "sagittal"))],
     "standard": [
         ("3D T1c MPRAGE", (0.9, 1.05), (0.9, 1.2), ("sagittal", "axial")),
@@ -65,9 +67,9 @@ def pose_matrix(pose: sitk.AffineTransform) -> list:
     return np.round(m, 6).tolist()
 
 
-def matrix_transform(m: list) -> sitk.AffineTransform:
+def matrix_transform(matrix: list[list[float]]) -> sitk.AffineTransform:
     """Inverse of `pose_matrix`: a sitk transform from a 4x4 matrix."""
-    m = np.asarray(m, float)
+    m = np.asarray(matrix, float)
     t = sitk.AffineTransform(3)
     t.SetMatrix(m[:3, :3].ravel().tolist())
     t.SetTranslation(m[:3, 3].tolist())
@@ -125,11 +127,10 @@ def _brain_corners(anat: Anatomy, margin_mm: float) -> np.ndarray:
     zz, yy, xx = np.nonzero(anat.brain)
     lo = [xx.min(), yy.min(), zz.min()]
     hi = [xx.max(), yy.max(), zz.max()]
-    pts = [
+    pts = np.asarray([
         anat.grid.TransformIndexToPhysicalPoint((int(a), int(b), int(c)))
         for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])
-    ]
-    pts = np.asarray(pts)
+    ])
     centre = pts.mean(axis=0)
     return pts + np.sign(pts - centre) * margin_mm
 

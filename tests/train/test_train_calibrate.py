@@ -13,9 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from ricecli.contract import SPEC_KEY
 from ricecli.inference.calibration import assess
 from ricecli.inference.model import load_model
-from ricecli.inference.spec import SPEC_KEY, Calibration, Spec
+from ricecli.spec import Calibration, Spec
 from train.calibrate import (
     brier,
     calibration_metrics,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ricecli.errors import InputError
-from ricecli.inference.spec import preset_spec
+from ricecli.spec import preset_spec
 from train.data import cache_file, load_cohort, prepare_cohort, read_manifest
 from train.folds import make_folds, split_indices
 
@@ -78,3 +78,33 @@ def test_folds_fixed_by_seed_stratified_and_patient_level(cohort, tmp_path):
     f = make_folds(grouped, 3, seed=7)
     assert [k for k, v in enumerate(f["val"]) if "case0000" in v] == [
         k for k, v in enumerate(f["val"]) if "case0005" in v]
+
+
+def _frame_manifest(root):
+    """root/cohort/manifest.csv of one case with a relative dose_frame (tiny real files)."""
+    cohort = root / "cohort"
+    (cohort / "frames").mkdir(parents=True)
+    for name in ("p.nii", "e.nii", "d.nii", "frames/t1.nii"):
+        (cohort / name).write_bytes(b"scan " + name.encode())
+    manifest = cohort / "manifest.csv"
+    manifest.write_text("case_id,post_op,event,dose,label,dose_frame\n"
+                        "c1,p.nii,e.nii,d.nii,RICE,frames/t1.nii\n")
+    return manifest
+
+
+def test_relative_dose_frame_is_resolved_against_the_manifest_folder(tmp_path, monkeypatch):
+    manifest = _frame_manifest(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rec = read_manifest(os.path.relpath(manifest, elsewhere))[0]
+    assert rec.dose_frame == str(manifest.parent.resolve() / "frames" / "t1.nii")
+    assert os.path.isabs(rec.post_op) and rec.label == 0 and rec.split == "cv"
+
+
+def test_cache_key_follows_the_dose_frame_file(tmp_path):
+    manifest = _frame_manifest(tmp_path)
+    rec, spec = read_manifest(manifest)[0], preset_spec("edge")
+    before = cache_file(rec, spec, tmp_path / "cache")
+    (manifest.parent / "frames" / "t1.nii").write_bytes(b"another scan, another size")
+    assert cache_file(rec, spec, tmp_path / "cache") != before

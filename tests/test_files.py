@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ricecli.errors import OutputError
-from ricecli.io.files import check_output_dir, staged_output, write_atomic
+from ricecli.io.files import (
+    check_output_dir,
+    staged_output,
+    write_atomic,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 
 def test_staged_output_appears_only_on_success(tmp_path):
@@ -63,6 +69,31 @@ def test_write_atomic_keeps_extension_and_cleans_up(tmp_path):
         pass
 
 
+def test_text_and_bytes_writers_replace_whole_files_and_refuse_inputs(tmp_path):
+    target = tmp_path / "sub" / "metrics.json"
+    assert write_text_atomic(target, "{}\n") == target.resolve()
+    assert write_bytes_atomic(target, b"\x00plan") == target.resolve()
+    assert target.read_bytes() == b"\x00plan" and sorted(p.name for p in target.parent.iterdir()) \
+        == ["metrics.json"]
+    with pytest.raises(OutputError, match="--overwrite"):
+        write_text_atomic(target, "new", overwrite=False)
+    with pytest.raises(OutputError, match="input"):
+        write_bytes_atomic(target, b"x", inputs=[target])
+    assert target.read_bytes() == b"\x00plan"
+
+
+def test_write_atomic_gives_the_usual_file_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644  # not 0600
+
+
 def test_input_paths_knows_every_input_of_a_command(tmp_path):
     from ricecli.io.files import input_paths
     from ricecli.prepare import CaseInputs
@@ -104,7 +135,7 @@ def test_output_under_a_file_is_refused_with_a_fix(tmp_path):
 def test_interrupt_swallowed_by_native_code_stops_the_commit(tmp_path, monkeypatch):
     import signal
 
-    from ricecli import errors
+    from ricecli import signals as errors
 
     monkeypatch.setattr(errors, "_PENDING", [int(signal.SIGTERM)])
     with pytest.raises(errors.Interrupted), staged_output(tmp_path / "out") as stage:

@@ -1,4 +1,5 @@
-"""ricecli.outputs.report: the result record, QA warnings, atomic JSON writes, the summary."""
+"""outputs/record.py and outputs/console.py: the result record, QA warnings, its JSON written
+whole, the rich summary."""
 
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ import pytest
 from ricecli.errors import OutputError
 from ricecli.inference.engine import open_engine
 from ricecli.inference.model import load_model
-from ricecli.outputs.report import (
-    Stopwatch,
-    build_result,
-    print_summary,
-    qa_warnings,
-    to_json,
-    write_text_atomic,
-)
+from ricecli.io.files import write_text_atomic
+from ricecli.outputs.console import print_summary
+from ricecli.outputs.record import build_result, qa_warnings, to_json
 
 
 def _result(tiny_model, probs=(0.3, 0.7), members=((0.6, 0.4), (0.0, 1.0))):
@@ -51,14 +47,6 @@ def test_label_follows_mean_probability(tiny_model):
 def test_qa_warnings_nested():
     qa = {"warnings": ["top"], "a": [{"warnings": ["x", "y"]}], "b": {"warning": "z"}}
     assert qa_warnings(qa) == ["top", "a: x", "a: y", "b: z"]
-
-
-def test_stopwatch_accumulates():
-    watch = Stopwatch()
-    for _ in range(2):
-        with watch.stage("s"):
-            pass
-    assert list(watch.timings_s) == ["s"] and watch.timings_s["s"] >= 0
 
 
 def test_write_atomic(tmp_path):

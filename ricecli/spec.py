@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 CHANNELS = ("post_op", "event", "dose")
 CLASSES = ("RICE", "recurrence")
-SPEC_KEY = "ricenet.spec"  # ONNX metadata_props / safetensors metadata key
-CARD_KEY = "ricenet.card"  # model card: members, metrics, training summary, hashes
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,8 @@ class Calibration:
                              f"temperature, got {self.method!r}, {self.temperature!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """The calibration from its JSON object (unknown keys ignored)."""
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -61,12 +61,15 @@ class ModelSpace:
     @property
     def origin_mm(self) -> tuple[float, float, float]:
         """World position of voxel (0, 0, 0)."""
-        axes = zip(self.center_mm, self.spacing_mm, self.size_xyz, strict=True)
-        return tuple(c - s * (n - 1) / 2.0 for c, s, n in axes)
+        c, s, n = self.center_mm, self.spacing_mm, self.size_xyz
+        return (c[0] - s[0] * (n[0] - 1) / 2.0, c[1] - s[1] * (n[1] - 1) / 2.0,
+                c[2] - s[2] * (n[2] - 1) / 2.0)
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
-        return tuple(reversed(self.size_xyz))
+        """The array shape (z, y, x) of a volume on this grid."""
+        x, y, z = self.size_xyz
+        return (z, y, x)
 
 
 @dataclass(frozen=True)
@@ -89,34 +92,42 @@ class Spec:
                 f"channels must be a non-empty subset of {CHANNELS}, got {self.channels}")
 
     def with_channels(self, channels: tuple[str, ...]) -> Spec:
+        """This spec with other channels."""
         d = asdict(self)
         d["channels"] = tuple(channels)
         return Spec.from_dict(d)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON object."""
         d = asdict(self)
         if d["calibration"] is None:  # uncalibrated specs keep their old JSON byte for byte
             d.pop("calibration")
         return d
 
     def to_json(self) -> str:
+        """The spec as JSON text (sorted keys: the same spec gives the same bytes)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Spec:
+    def from_dict(cls, d: dict[str, Any]) -> Spec:
+        """The spec from its JSON object (missing optional fields take their defaults)."""
         ms = d.get("model_space", {})
+        spacing, size, center = ms["spacing_mm"], ms["size_xyz"], ms["center_mm"]
         space = ModelSpace(
             template=ms.get("template", ModelSpace.template),
-            spacing_mm=tuple(float(v) for v in ms["spacing_mm"]),
-            size_xyz=tuple(int(v) for v in ms["size_xyz"]),
-            center_mm=tuple(float(v) for v in ms["center_mm"]),
+            spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+            size_xyz=(int(size[0]), int(size[1]), int(size[2])),
+            center_mm=(float(center[0]), float(center[1]), float(center[2])),
         )
+        classes = tuple(d.get("classes", CLASSES))
+        if len(classes) != 2 or len(spacing) != 3 or len(size) != 3 or len(center) != 3:
+            raise ValueError("a spec needs two classes and 3-D spacing, size and centre")
         return cls(
             channels=tuple(d["channels"]),
             model_space=space,
             t1_normalisation=d.get("t1_normalisation", "zscore_in_brain"),
             dose_scale_gy=float(d["dose_scale_gy"]),
-            classes=tuple(d.get("classes", CLASSES)),
+            classes=(str(classes[0]), str(classes[1])),
             preset=d.get("preset", "edge"),
             version=int(d.get("version", 1)),
             calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration")
@@ -125,6 +136,7 @@ class Spec:
 
     @classmethod
     def from_json(cls, text: str) -> Spec:
+        """The spec from JSON text."""
         return cls.from_dict(json.loads(text))
 
     def cache_key(self) -> str:
@@ -137,6 +149,8 @@ class Spec:
         return json.dumps(d, sort_keys=True)
 
 
+# The one list of presets. ricecli prepares and classifies for these model spaces; training
+# and export add TEST_PRESET (train/model.py keeps each preset's network architecture).
 PRESETS: dict[str, Spec] = {
     # CPU-friendly default: 3 mm, 56x64x56 covers the whole template brain (168x192x168 mm).
     "edge": Spec(preset="edge"),
@@ -148,7 +162,14 @@ PRESETS: dict[str, Spec] = {
 }
 
 
+TEST_PRESET = "tiny"  # training only: edge's model space with a very small network (tests)
+TRAINING_PRESETS = (*PRESETS, TEST_PRESET)
+
+
 def preset_spec(name: str) -> Spec:
+    """The spec of a preset; the test preset trains on edge's spec."""
+    if name == TEST_PRESET:
+        return PRESETS["edge"]
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

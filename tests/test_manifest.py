@@ -1,0 +1,96 @@
+"""ricecli.io.manifest: the one manifest parser of `ricecli batch` and `train/`."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from ricecli.errors import InputError
+from ricecli.io.files import input_paths
+from ricecli.io.manifest import read_manifest
+
+
+def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_read_manifest_resolves_relative_paths(tmp_path):
+    sub = tmp_path / "cohort"
+    sub.mkdir()
+    path = _manifest(sub, [("c1", "a/post.nii.gz", "a/event.nii.gz", "/abs/dose.dcm", "RICE"),
+                           ("c2", "p.nrrd", "e.nrrd", "d.nrrd", "")],
+                     header=("case_id", "post_op", "event", "dose", "label"))
+    cases = read_manifest(path)
+    assert [c.case_id for c in cases] == ["c1", "c2"] and [c.index for c in cases] == [0, 1]
+    assert cases[0].post_op == sub.resolve() / "a" / "post.nii.gz"
+    assert str(cases[0].dose) == "/abs/dose.dcm"
+    assert cases[0].label == "RICE" and cases[1].label is None
+
+
+def test_manifest_dose_options(tmp_path):
+    path = _manifest(tmp_path, [("c1", "p", "e", "d", "cGy", "30", "")],
+                     header=("case_id", "post_op", "event", "dose", "dose_unit",
+                             "dose_fractions", "dose_relative_scale_gy"))
+    case = read_manifest(path)[0]
+    assert (case.dose_unit, case.dose_fractions, case.dose_relative_scale_gy) == ("cGy", 30, None)
+
+
+@pytest.mark.parametrize("rows,header,match", [
+    ([("c1", "p", "e", "d")], ("case_id", "post_op", "event"), "lacks columns"),
+    ([("c1", "p", "e", "d"), ("c1", "p", "e", "d")], ("case_id", "post_op", "event", "dose"),
+     "repeated"),
+    ([("c1", "p", "", "d")], ("case_id", "post_op", "event", "dose"), "event is empty"),
+    ([("c1", "p", "e", "d", "x")], ("case_id", "post_op", "event", "dose", "dose_fractions"),
+     "row 2"),
+])
+def test_bad_manifests(tmp_path, rows, header, match):
+    with pytest.raises(InputError, match=match):
+        read_manifest(_manifest(tmp_path, rows, header))
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(InputError, match="manifest not found"):
+        read_manifest(tmp_path / "none.csv")
+
+
+def test_non_utf8_manifest_is_refused_with_a_fix(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes("case_id,post_op,event,dose\nfü,a,b,c\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8") as err:
+        read_manifest(path)
+    assert "Fix: save the manifest as a UTF-8 CSV" in err.value.one_line()
+
+
+def test_every_path_column_is_resolved_against_the_manifest_folder_from_any_cwd(
+        tmp_path, monkeypatch):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    _manifest(cohort, [("c1", "p.nii", "e.nii", "d.dcm", "m.nii", "frames/t1.nii", "P7", "test")],
+              header=("case_id", "post_op", "event", "dose", "mask", "dose_frame", "patient_id",
+                      "split"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    case = read_manifest("../cohort/manifest.csv")[0]
+    base = cohort.resolve()
+    assert case.dose_frame == base / "frames" / "t1.nii" and case.mask == base / "m.nii"
+    assert case.paths() == [base / "p.nii", base / "e.nii", base / "d.dcm", base / "m.nii",
+                            base / "frames" / "t1.nii"]
+    assert (case.patient_id, case.split, case.label) == ("P7", "test", None)
+    # batch's output checks see the dose_frame as an input too
+    got = input_paths(manifest="../cohort/manifest.csv", cases=[case])
+    assert base / "frames" / "t1.nii" in got
+
+
+def test_training_requires_the_label_column(tmp_path):
+    path = _manifest(tmp_path, [("c1", "p", "e", "d")], ("case_id", "post_op", "event", "dose"))
+    assert read_manifest(path)[0].label is None
+    with pytest.raises(InputError, match="lacks columns \\['label'\\]") as err:
+        read_manifest(path, also_required=("label",))
+    assert "columns case_id, post_op, event, dose, label (dose_unit" in err.value.one_line()
