@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.run_folds import fold_checkpoints, load_fold_members  # noqa: E402
 from export.to_onnx import export_ensemble  # noqa: E402
+from ricecli.io.files import write_text_atomic  # noqa: E402
 from ricecli.spec import PRESETS, Spec  # noqa: E402
 from train.model import Ensemble, arch_config, build_network  # noqa: E402
 
@@ -76,10 +77,7 @@ class Bench:
         return self.cfg.budget_s - (time.perf_counter() - self.start)
 
     def save(self) -> None:
-        self.json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.json_path.with_name(self.json_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.json_path)
+        write_text_atomic(self.json_path, json.dumps(self.data, indent=1))
 
     def add(self, key: str, item: dict) -> None:
         self.data[key].append(item)

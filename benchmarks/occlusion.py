@@ -132,7 +132,7 @@ def paper_run(args) -> dict:
         export_ensemble([net], spec, {"name": "bench-paper", "version": "0"}, path,
                         parity_batch=1)
         t0 = time.perf_counter()
-        runner = IncrementalNetwork.open(path, args.threads, args.depth)
+        runner = IncrementalNetwork.from_model(path, args.threads, args.depth)
         t1 = time.perf_counter()
         runner.probabilities(vol, occlusions, 0.0, batch=args.batch)  # + base, depth choice
         t2 = time.perf_counter()  # the runner keeps the base activations of this volume

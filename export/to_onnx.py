@@ -24,7 +24,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -50,6 +49,7 @@ from ricecli.contract import INPUT_NAME, OUTPUT_NAMES, metadata  # noqa: E402
 from ricecli.errors import InputError, ModelError  # noqa: E402
 from ricecli.inference.engine import OnnxRuntimeEngine  # noqa: E402
 from ricecli.inference.model import file_sha256, load_model  # noqa: E402
+from ricecli.io.files import write_atomic  # noqa: E402
 from ricecli.runtime import CPU_EP  # noqa: E402
 from ricecli.spec import Spec  # noqa: E402
 
@@ -191,12 +191,10 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
         raise ModelError("no ensemble members to export")
     exporter = pick_exporter(exporter)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     card = complete_card(card, spec, fp16, exporter, len(members))
     inputs = {"random": random_volumes(spec, parity_batch)}
     inputs.update(check_inputs or {})
-    try:
+    with write_atomic(out_path) as tmp:  # renamed into place only once verified
         example = torch.from_numpy(random_volumes(spec, 2, seed=1))
         _torch_export(_graph_module(members, fp16), example, tmp, exporter)
         proto = onnx.load(str(tmp))
@@ -215,9 +213,6 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
                              f"on {max(diffs, key=lambda k: diffs[k])}", out_path,
                              fix="report this with the torch/onnxruntime versions; try "
                              "--exporter torchscript")
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path=str(out_path), size_bytes=out_path.stat().st_size,
                         sha256=file_sha256(out_path), members=len(members), fp16=fp16,
                         opset=OPSET, exporter=exporter, parity=diffs,

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from manifest_fixtures import write_manifest
 from model_fixtures import run_cli
 
 from ricecli.batch import parse_shard, select_shard
@@ -15,15 +16,6 @@ from ricecli.inference.model import load_model
 from ricecli.io.manifest import read_manifest
 
 
-def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
-    path = folder / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -31,7 +23,7 @@ def _rows(path):
 
 def test_shards_are_disjoint_and_complete(tmp_path):
     rows = [(f"c{i}", "p", "e", "d", "") for i in range(10)]
-    cases = read_manifest(_manifest(tmp_path, rows))
+    cases = read_manifest(write_manifest(tmp_path, rows))
     shards = [select_shard(cases, parse_shard(f"{i}/3")) for i in range(3)]
     ids = [c.case_id for s in shards for c in s]
     assert sorted(ids) == sorted(c.case_id for c in cases) and len(set(ids)) == 10
@@ -86,7 +78,7 @@ def test_batch_end_to_end_resume_shard_and_failure(tmp_path, tiny_model, synthet
         (cohort / src.name).symlink_to(src)
     rows = [("good", "post_op.nii.gz", "event.nii.gz", "dose.nii.gz", "recurrence"),
             ("broken", "post_op.nii.gz", "missing.nii.gz", "dose.nii.gz", "RICE")]
-    manifest = _manifest(cohort, rows)
+    manifest = write_manifest(cohort, rows)
     out = tmp_path / "results.csv"
     base = ["batch", str(manifest), "--out", str(out), "--model", str(tiny_model),
             "--device", "cpu"]
@@ -119,7 +111,7 @@ def test_batch_end_to_end_resume_shard_and_failure(tmp_path, tiny_model, synthet
 def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
     rows = [(f"c{i}", "none_post.nii.gz", "none_event.nii.gz", "none_dose.nii.gz", "")
             for i in range(3)]
-    manifest = _manifest(tmp_path, rows)
+    manifest = write_manifest(tmp_path, rows)
     out = tmp_path / "results.csv"
     code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--jobs", "2",
                             "--model", str(tiny_model), "--device", "cpu"], capsys)
@@ -133,7 +125,7 @@ def test_batch_parallel_jobs_record_every_case(tmp_path, tiny_model, capsys):
 def test_batch_explain_writes_maps(tmp_path, tiny_model, synthetic_case, capsys):
     rows = [("one", str(synthetic_case["post_op"]), str(synthetic_case["event"]),
              str(synthetic_case["dose"]), "")]
-    manifest = _manifest(tmp_path, rows)
+    manifest = write_manifest(tmp_path, rows)
     out = tmp_path / "results.csv"
     code, _, err = run_cli(["batch", str(manifest), "--out", str(out), "--explain",
                             "--model", str(tiny_model), "--device", "cpu"], capsys)
@@ -189,7 +181,7 @@ def test_batch_jobs_give_the_same_bits_as_one_process(tmp_path, tiny_model, synt
     """Same inputs, same bits, whether a case runs in this process or in a worker of --jobs 2."""
     case = (str(synthetic_case["post_op"]), str(synthetic_case["event"]),
             str(synthetic_case["dose"]), "")
-    manifest = _manifest(tmp_path, [("a", *case), ("b", *case)])
+    manifest = write_manifest(tmp_path, [("a", *case), ("b", *case)])
     probs = []
     for jobs in ("1", "2"):
         out = tmp_path / f"results{jobs}.csv"

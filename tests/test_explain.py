@@ -98,7 +98,7 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
     captum, monai = _peers(net, probs, vol, cube, stride, target=1)
     from ricecli.explain.incremental import IncrementalNetwork
 
-    deepest = IncrementalNetwork.open(engine.model.path, threads=1, depth=99)  # every layer
+    deepest = IncrementalNetwork.from_model(engine.model.path, threads=1, depth=99)  # every layer
     for incremental in (None, stem, deepest):  # whole volumes, measured depth, all windowed
         shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
                                target="recurrence", edges="shift", batch=7,

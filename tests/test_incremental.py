@@ -132,8 +132,8 @@ def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input, depth
     path = write_model(tmp_path / "m.onnx", stem, shape_of_input=shape_of_input, bn=bn)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
-    inc = (IncrementalStem.open(path, threads=1) if depth == 1
-           else IncrementalNetwork.open(path, threads=1, depth=depth))
+    inc = (IncrementalStem.from_model(path, threads=1) if depth == 1
+           else IncrementalNetwork.from_model(path, threads=1, depth=depth))
     assert isinstance(inc, IncrementalNetwork), inc
     vol = volume()
     z, y, x = SHAPE
@@ -207,13 +207,13 @@ def test_depth_is_measured_and_cached(tmp_path):
     path = write_model(tmp_path / "m.onnx", "resnet_stem", seed=3)
     vol = volume(4)
     cubes = [((0, 1, 2), (slice(z, z + 3), slice(4, 7), slice(2, 5))) for z in range(0, 9, 3)]
-    first = IncrementalNetwork.open(path, threads=1)
+    first = IncrementalNetwork.from_model(path, threads=1)
     got = first.probabilities(vol, cubes, 0.0, batch=2)
     assert first.depth in (1, 2) and first.costs["depth"] == [1, 2]
     assert all(c > 0 for c in first.costs["seconds_per_position"])
     cached = list((tmp_path / "cache" / "incremental").glob("*.json"))
     assert len(cached) == 1
-    again = IncrementalNetwork.open(path, threads=1)  # a new runner: the cached choice, unmeasured
+    again = IncrementalNetwork.from_model(path, threads=1)  # new runner: cached choice, unmeasured
     np.testing.assert_array_equal(again.probabilities(vol, cubes, 0.0, batch=2)[0], got[0])
     assert again.depth == first.depth and again.costs == {}
 
@@ -243,7 +243,7 @@ def test_resnet_every_depth_equals_whole_volumes(tmp_path):
     want_p, want_m = engine.run(occluded)
     assert np.abs(want_m - want_m[0]).max() > 1e-4
     for depth in range(1, split.max_depth + 1):
-        inc = IncrementalNetwork.open(path, threads=1, depth=depth)
+        inc = IncrementalNetwork.from_model(path, threads=1, depth=depth)
         got_p, got_m = inc.probabilities(vol, cubes, 0.0, batch=3)
         np.testing.assert_allclose(got_m, want_m, atol=2e-6, rtol=0, err_msg=f"depth {depth}")
         np.testing.assert_allclose(got_p, want_p, atol=2e-6, rtol=0, err_msg=f"depth {depth}")
@@ -255,8 +255,8 @@ def test_parallel_workers_give_the_same_bits(tmp_path, monkeypatch):
     vol = volume(8)
     cubes = [((0, 1, 2), (slice(z, z + 3), slice(y, y + 4), slice(1, 5)))
              for z in range(0, 9, 3) for y in range(0, 12, 4)]
-    one = IncrementalNetwork.open(path, threads=1, depth=2)
-    two = IncrementalNetwork.open(path, threads=2, depth=2)
+    one = IncrementalNetwork.from_model(path, threads=1, depth=2)
+    two = IncrementalNetwork.from_model(path, threads=2, depth=2)
     assert (one.workers, two.workers) == (1, 2)
     got_one = one.probabilities(vol, cubes, 0.5, batch=2)
     got_two = two.probabilities(vol, cubes, 0.5, batch=2)

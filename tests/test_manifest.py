@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
+from manifest_fixtures import write_manifest
 
 from ricecli.errors import InputError
 from ricecli.io.files import input_paths
 from ricecli.io.manifest import read_manifest
 
 
-def _manifest(folder, rows, header=("case_id", "post_op", "event", "dose", "label")):
-    path = folder / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
 def test_read_manifest_resolves_relative_paths(tmp_path):
     sub = tmp_path / "cohort"
     sub.mkdir()
-    path = _manifest(sub, [("c1", "a/post.nii.gz", "a/event.nii.gz", "/abs/dose.dcm", "RICE"),
+    path = write_manifest(sub, [("c1", "a/post.nii.gz", "a/event.nii.gz", "/abs/dose.dcm", "RICE"),
                            ("c2", "p.nrrd", "e.nrrd", "d.nrrd", "")],
                      header=("case_id", "post_op", "event", "dose", "label"))
     cases = read_manifest(path)
@@ -34,7 +24,7 @@ def test_read_manifest_resolves_relative_paths(tmp_path):
 
 
 def test_manifest_dose_options(tmp_path):
-    path = _manifest(tmp_path, [("c1", "p", "e", "d", "cGy", "30", "")],
+    path = write_manifest(tmp_path, [("c1", "p", "e", "d", "cGy", "30", "")],
                      header=("case_id", "post_op", "event", "dose", "dose_unit",
                              "dose_fractions", "dose_relative_scale_gy"))
     case = read_manifest(path)[0]
@@ -51,7 +41,7 @@ def test_manifest_dose_options(tmp_path):
 ])
 def test_bad_manifests(tmp_path, rows, header, match):
     with pytest.raises(InputError, match=match):
-        read_manifest(_manifest(tmp_path, rows, header))
+        read_manifest(write_manifest(tmp_path, rows, header))
 
 
 def test_missing_manifest(tmp_path):
@@ -71,9 +61,10 @@ def test_every_path_column_is_resolved_against_the_manifest_folder_from_any_cwd(
         tmp_path, monkeypatch):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    _manifest(cohort, [("c1", "p.nii", "e.nii", "d.dcm", "m.nii", "frames/t1.nii", "P7", "test")],
-              header=("case_id", "post_op", "event", "dose", "mask", "dose_frame", "patient_id",
-                      "split"))
+    write_manifest(cohort,
+                   [("c1", "p.nii", "e.nii", "d.dcm", "m.nii", "frames/t1.nii", "P7", "test")],
+                   header=("case_id", "post_op", "event", "dose", "mask", "dose_frame",
+                           "patient_id", "split"))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -89,7 +80,8 @@ def test_every_path_column_is_resolved_against_the_manifest_folder_from_any_cwd(
 
 
 def test_training_requires_the_label_column(tmp_path):
-    path = _manifest(tmp_path, [("c1", "p", "e", "d")], ("case_id", "post_op", "event", "dose"))
+    path = write_manifest(tmp_path, [("c1", "p", "e", "d")],
+                          ("case_id", "post_op", "event", "dose"))
     assert read_manifest(path)[0].label is None
     with pytest.raises(InputError, match="lacks columns \\['label'\\]") as err:
         read_manifest(path, also_required=("label",))

@@ -50,7 +50,7 @@ def _open(model: LoadedModel, engine: Engine, wanted: bool, threads: int | None,
     if model.format != "onnx" or engine.name != "onnxruntime-cpu":
         return None, f"plain (engine {engine.name})"
     try:
-        runner = IncrementalNetwork.open(model.path, threads or physical_cores(), depth)
+        runner = IncrementalNetwork.from_model(model.path, threads or physical_cores(), depth)
     except ImportError as err:  # the onnx package is missing
         return None, f"plain ({err})"
     if isinstance(runner, str):

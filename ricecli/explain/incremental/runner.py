@@ -54,7 +54,7 @@ class IncrementalNetwork:
         self._padded: dict[tuple[int, str], PaddedInputs] = {}
 
     @classmethod
-    def open(cls, model_path: str | Path, threads: int,
+    def from_model(cls, model_path: str | Path, threads: int,
              depth: int | None = None) -> IncrementalNetwork | str:
         """The incremental runner for a model file, or the reason it does not apply."""
         split = analyse(model_path)
@@ -176,7 +176,7 @@ class IncrementalStem(IncrementalNetwork):
     """The stem-only form (depth 1): the convs that read `volumes` run on windows."""
 
     @classmethod
-    def open(cls, model_path: str | Path, threads: int,
+    def from_model(cls, model_path: str | Path, threads: int,
              depth: int | None = 1) -> IncrementalNetwork | str:
         """The stem-only runner (depth 1 unless given) or why it does not apply."""
-        return super().open(model_path, threads, depth=1 if depth is None else depth)
+        return super().from_model(model_path, threads, depth=1 if depth is None else depth)
