@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train/ beside benchmarks/
 
 from train.data import load_cohort, read_manifest
 from train.dist import DistInfo, resolve_device

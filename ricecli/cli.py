@@ -176,12 +176,12 @@ def report_error(err: BaseException) -> int:
     return code
 
 
-def run_app(typer_app: typer.Typer) -> None:
+def run_app(typer_app: typer.Typer, prog_name: str = "ricecli") -> None:
     """Run a Typer app (ricecli's, train's) so that every failure ends as one line and an exit
     code."""
     before = install_signal_handlers()
     try:
-        code = typer_app(prog_name="ricecli", standalone_mode=False)  # typer.Exit's code
+        code = typer_app(prog_name=prog_name, standalone_mode=False)  # typer.Exit's code
         raise_if_interrupted()
         if isinstance(code, int) and code != 0:
             sys.exit(code)

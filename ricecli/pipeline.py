@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ricecli.explain.occlusion import ExplainResult, OcclusionSettings, explain_case
-from ricecli.explain.write import write_explain
 from ricecli.inference.engine import Engine, describe, open_engine
 from ricecli.inference.model import LoadedModel, load_model
 from ricecli.io.files import staged_output
+from ricecli.outputs.explain_files import write_explain
 from ricecli.outputs.record import build_result, case_inputs_record, qa_failed, withhold_answer
 from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor, write_prepared
 

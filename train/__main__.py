@@ -8,11 +8,11 @@ from pathlib import Path
 
 import typer
 
-from ricecli.cli import run_app
+from ricecli.cli import ReadableCommand, ReadableGroup, run_app
 from ricecli.errors import RicenetError
 from ricecli.spec import CHANNELS, TRAINING_PRESETS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=ReadableGroup, add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and ablate ricenet models (RICE-NET protocol).")
 
 
@@ -73,7 +73,7 @@ FIT_OPTS = dict(
 )
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def fit(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
         preset: str = FIT_OPTS["preset"], channels: str = FIT_OPTS["channels"],
         folds: int = FIT_OPTS["folds"], epochs: int = FIT_OPTS["epochs"],
@@ -93,7 +93,7 @@ def fit(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
     run_fit(cfg)
 
 
-@app.command("fit-config", hidden=True)
+@app.command("fit-config", hidden=True, cls=ReadableCommand)
 def fit_config(path: Path) -> None:
     """Run a fit from a FitConfig JSON (used by ablate --jobs)."""
     from train.fit import FitConfig, run_fit
@@ -104,7 +104,7 @@ def fit_config(path: Path) -> None:
     run_fit(FitConfig(**d))
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def evaluate(run: Path = typer.Option(..., help="run folder written by fit"),
              manifest: Path = typer.Option(..., help="manifest with the cases to score"),
              split: str = typer.Option("test", help="test (held out, ensemble) | cv (out-of-fold)"),
@@ -119,7 +119,7 @@ def evaluate(run: Path = typer.Option(..., help="run folder written by fit"),
     run_evaluate(run, manifest, split, cache, device, workers, bootstrap, seed)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def ablate(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
            preset: str = FIT_OPTS["preset"], folds: int = FIT_OPTS["folds"],
            epochs: int = FIT_OPTS["epochs"], seed: int = FIT_OPTS["seed"],
@@ -140,7 +140,7 @@ def ablate(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
 
 
 def main() -> None:
-    run_app(app)
+    run_app(app, prog_name="python -m train")
 
 
 if __name__ == "__main__":

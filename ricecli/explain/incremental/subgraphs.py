@@ -1,4 +1,4 @@
-"""The graphs ONNX Runtime runs for incremental occlusion (sessions: `inference.sessions`).
+"""The graphs ONNX Runtime runs for incremental occlusion (sessions: `ricecli.runtime`).
 
 Three kinds, all cut from the model's own graph: the base (the whole network with every local
 tensor as an extra output: the unoccluded activations), one layer depth (its conv/pool layers

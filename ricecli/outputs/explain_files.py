@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ricecli.explain.occlusion import ExplainResult
+from ricecli.outputs.overview import write_overview
 
 if TYPE_CHECKING:
     from ricecli.prepare import PreparedCase
@@ -18,8 +19,6 @@ def write_explain(result: ExplainResult, case: PreparedCase, folder: str | Path,
                   extra: Mapping[str, object] | None = None) -> dict[str, object]:
     """Write the maps, overview.png and explain.json into `folder`; return the JSON record."""
     import SimpleITK as sitk
-
-    from ricecli.outputs.overview import write_overview
 
     folder = Path(folder)
     for name, img in result.event_maps.items():
