@@ -26,23 +26,10 @@ import SimpleITK as sitk
 
 from ricecli.errors import RicenetError
 from ricecli.prepare import CaseInputs, prepare_case
+from ricecli.simulate.posed import centred_dose
 from ricecli.spec import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
-
-
-def dose_ball(image: sitk.Image, peak_gy: float = 60.0, sigma_mm: float = 30.0) -> sitk.Image:
-    """A Gaussian dose at the image's centre on a ~3 mm grid of its frame."""
-    ref = sitk.BinShrink(image, [max(1, int(round(3 / s))) for s in image.GetSpacing()])
-    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(
-        [(n - 1) / 2 for n in image.GetSize()]))
-    zyx = np.indices(ref.GetSize()[::-1]).reshape(3, -1)[::-1].T
-    world = np.asarray(ref.GetOrigin()) + (zyx * np.asarray(ref.GetSpacing())) @ \
-        np.asarray(ref.GetDirection()).reshape(3, 3).T
-    values = peak_gy * np.exp(-((world - centre) ** 2).sum(1) / (2 * sigma_mm**2))
-    out = sitk.GetImageFromArray(values.reshape(ref.GetSize()[::-1]).astype(np.float32))
-    out.CopyInformation(ref)
-    return out
 
 
 def moved(image: sitk.Image, deg=(8, -5, 6), shift=(7, -5, 9)) -> sitk.Image:
@@ -65,7 +52,7 @@ def run(name: str, kind: str, post, event, dose=None, tmp: Path = Path("."), **o
             paths[role] = item
     if paths["dose"] is None:
         paths["dose"] = tmp / f"{name.replace(' ', '_')}_dose.nii.gz"
-        sitk.WriteImage(dose_ball(sitk.ReadImage(str(_first_file(paths["post_op"])),
+        sitk.WriteImage(centred_dose(sitk.ReadImage(str(_first_file(paths["post_op"])),
                                                  sitk.sitkFloat32)), str(paths["dose"]))
     t0 = time.perf_counter()
     row = {"kind": kind, "name": name}
@@ -155,7 +142,7 @@ def wrong_inputs(t1c: Path, sims: dict, tmp: Path) -> list[dict]:
     rows = []
     post = sitk.ReadImage(str(t1c), sitk.sitkFloat32)
     event = moved(post, (3, 2, -4), (4, 3, -2))
-    dose = dose_ball(post)
+    dose = centred_dose(post)
     head = sitk.GetArrayFromImage(post) > 0
     hu = np.where(head, 40.0 + sitk.GetArrayFromImage(post) / 100.0, -1000.0)
     hu[head & ~sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(
@@ -176,7 +163,7 @@ def wrong_inputs(t1c: Path, sims: dict, tmp: Path) -> list[dict]:
     raw[80:92] = np.zeros(3, "<f4").tobytes()
     nii.write_bytes(bytes(raw))
     rows.append(run("NIfTI with pixdim 0 as the event", "wrong", post, nii, dose, tmp=tmp))
-    low = dose_ball(post, peak_gy=0.58, sigma_mm=60.0)  # the issue's 0.58 Gy plan
+    low = centred_dose(post, peak_gy=0.58, sigma_mm=60.0)  # the issue's 0.58 Gy plan
     size = list(low.GetSize())
     start = [0, 0, int(size[2] * 0.45)]
     size[2] = max(2, int(size[2] * 0.12))  # a slab: ~13 % of the brain

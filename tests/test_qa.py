@@ -11,6 +11,7 @@ from model_fixtures import run_cli
 from prepare_fixtures import EVENT_POSE, grid, pose, scan
 
 from ricecli.qa import MIN_AGREEMENT, agreement, decide, summary_lines
+from ricecli.simulate.posed import centred_dose
 
 
 def _qa(**changes) -> dict:
@@ -100,26 +101,12 @@ def test_qa_fail_gives_no_label_exit_3_unless_accepted(tiny_model, synthetic_cas
 
 # --- calibration facts on real scans (docs/qa.md) ----------------------------------------------
 
-def _dose_ball(image: sitk.Image) -> sitk.Image:
-    """60 Gy Gaussian (30 mm sigma) at the image's centre, on a ~3 mm grid of its frame."""
-    ref = sitk.BinShrink(image, [max(1, int(round(3 / s))) for s in image.GetSpacing()])
-    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(
-        [(n - 1) / 2 for n in image.GetSize()]))
-    zyx = np.indices(ref.GetSize()[::-1]).reshape(3, -1)[::-1].T
-    world = np.asarray(ref.GetOrigin()) + (zyx * np.asarray(ref.GetSpacing())) @ \
-        np.asarray(ref.GetDirection()).reshape(3, 3).T
-    values = 60 * np.exp(-((world - centre) ** 2).sum(1) / (2 * 30.0**2))
-    dose = sitk.GetImageFromArray(values.reshape(ref.GetSize()[::-1]).astype(np.float32))
-    dose.CopyInformation(ref)
-    return dose
-
-
 def _prepared_verdict(post, event, tmp_path) -> dict:
     from ricecli.prepare import CaseInputs, prepare_case
     from ricecli.spec import PRESETS
 
     dose = tmp_path / "dose.nii.gz"
-    sitk.WriteImage(_dose_ball(sitk.ReadImage(str(post), sitk.sitkFloat32)), str(dose))
+    sitk.WriteImage(centred_dose(sitk.ReadImage(str(post), sitk.sitkFloat32)), str(dose))
     return prepare_case(CaseInputs(post, event, dose), PRESETS["edge"]).qa
 
 

@@ -56,3 +56,18 @@ def gaussian_dose(post_op: sitk.Image, peak_gy: float = 60.0, sigma_mm: float = 
     dose.SetSpacing([spacing_mm] * 3)
     dose.SetOrigin(low.tolist())
     return dose
+
+
+def centred_dose(image: sitk.Image, peak_gy: float = 60.0, sigma_mm: float = 30.0) -> sitk.Image:
+    """A Gaussian dose at the image's centre, on a ~3 mm grid of its own frame (QA checks on
+    real scans: scripts/qa_calibration.py, tests/test_qa.py)."""
+    ref = sitk.BinShrink(image, [max(1, int(round(3 / s))) for s in image.GetSpacing()])
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2 for n in image.GetSize()]))
+    zyx = np.indices(ref.GetSize()[::-1]).reshape(3, -1)[::-1].T
+    world = np.asarray(ref.GetOrigin()) + (zyx * np.asarray(ref.GetSpacing())) @ \
+        np.asarray(ref.GetDirection()).reshape(3, 3).T
+    values = peak_gy * np.exp(-((world - centre) ** 2).sum(1) / (2 * sigma_mm**2))
+    out = sitk.GetImageFromArray(values.reshape(ref.GetSize()[::-1]).astype(np.float32))
+    out.CopyInformation(ref)
+    return out
