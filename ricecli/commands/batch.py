@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ricecli.commands.classify import AcceptQaOpt, DeviceOpt, ModelOpt
+from ricecli.commands.options import AcceptQaOpt, DeviceOpt, ModelOpt
 
 
 def command(

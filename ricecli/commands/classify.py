@@ -7,34 +7,22 @@ from typing import Annotated
 
 import typer
 
-# The case options are `prepare`'s own (same names, same help); `explain` imports them here.
-from ricecli.commands.prepare import (
+from ricecli.commands.options import (
+    AcceptQaOpt,
     BrainExtractionOpt,
+    DeviceOpt,
+    DicomOutOpt,
+    DoseFractionsOpt,
+    DoseFrameOpt,
     DoseOpt,
+    DoseRelScaleOpt,
     DoseUnitOpt,
     MaskOpt,
+    ModelOpt,
     T1Opt,
     case_inputs,
 )
-from ricecli.commands.prepare import FractionsOpt as DoseFractionsOpt
-from ricecli.commands.prepare import FrameOpt as DoseFrameOpt
-from ricecli.commands.prepare import RelativeOpt as DoseRelScaleOpt
 from ricecli.errors import EXIT_QA_FAILED
-
-__all__ = ["BrainExtractionOpt", "DeviceOpt", "DoseFractionsOpt", "DoseFrameOpt", "DoseOpt",
-           "DoseRelScaleOpt", "DoseUnitOpt", "MaskOpt", "ModelOpt", "T1Opt", "case_inputs",
-           "command"]
-
-ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", help="ricenet ONNX model or TensorRT .engine (default: the shipped model).")]
-AcceptQaOpt = Annotated[bool, typer.Option(
-    "--accept-qa-failure", help="Give the label even when QA fails (marked as such in the JSON "
-    "and on screen); without it a failed case gets no label and exit code 3.")]
-DeviceOpt = Annotated[str, typer.Option(
-    "--device", help="auto (CUDA when it loads, else CPU), cpu, cuda or tensorrt.")]
-DicomOutOpt = Annotated[Path | None, typer.Option(
-    "--dicom-out", help="Also write the result as a DICOM SR (explain: and the occlusion "
-    "map as a Parametric Map) into this folder; the event scan must be a DICOM series.")]
 
 
 def command(

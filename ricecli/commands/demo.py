@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ricecli.commands.classify import DeviceOpt, ModelOpt
+from ricecli.commands.options import DeviceOpt, ModelOpt
 
 if TYPE_CHECKING:
     from ricecli.explain.occlusion import ExplainResult
@@ -47,7 +47,7 @@ def command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out folder.")] = False,
 ) -> None:
-    """Simulate a RICE and a recurrence case, classify and explain both (about a minute on CPU)."""
+    """Simulate a RICE and a recurrence case, classify and explain both (~30 s, 2-core CPU)."""
     from rich.console import Console
     from rich.table import Table
 

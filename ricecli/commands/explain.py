@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ricecli.commands.classify import (
+from ricecli.commands.options import (
     AcceptQaOpt,
     BrainExtractionOpt,
     DeviceOpt,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ricecli.commands.classify import ModelOpt
+from ricecli.commands.options import ModelOpt
 
 Info = dict[str, Any]  # the JSON `info` prints: a JSON boundary
 
