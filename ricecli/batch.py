@@ -23,7 +23,7 @@ from types import FrameType
 from ricecli import pipeline
 from ricecli.batch_results import Row, result_row
 from ricecli.errors import RicenetError
-from ricecli.explain.occlusion import OcclusionSettings
+from ricecli.explain.occlusion import ExplainResult, OcclusionSettings
 from ricecli.inference.engine import Engine
 from ricecli.inference.model import LoadedModel
 from ricecli.io.files import staged_output
@@ -146,17 +146,14 @@ def run_case(case: ManifestCase) -> Row:
 
 def _run_case(worker: _Worker, case: ManifestCase) -> Row:
     start = time.perf_counter()
-    settings, explain_dir = worker.settings, ""
+    settings, explain_dir, explained = worker.settings, "", None
     try:
         result = pipeline.classify(case_inputs(case), worker.model, worker.engine,
                                    accept_qa_failure=settings.accept_qa_failure)
         if settings.explain_root is not None and result.labelled:
-            explain_dir = _explain(worker, case, result, Path(settings.explain_root))
-        if settings.dicom_root and result.labelled:
-            from ricecli.outputs.dicom import write_for_batch_case  # --dicom-out DIR/<case_id>/
-
-            write_for_batch_case(Path(settings.dicom_root) / case.case_id, result.record,
-                                 case.event, explain_dir)
+            explain_dir, explained = _explain(worker, case, result, Path(settings.explain_root))
+        if settings.dicom_root and result.labelled:  # --dicom-out DIR/<case_id>/
+            pipeline.write_dicom(result, Path(settings.dicom_root) / case.case_id, explained)
         return result_row(case, result.record, None, time.perf_counter() - start, explain_dir)
     except RicenetError as err:
         raise_if_interrupted()
@@ -168,14 +165,14 @@ def _run_case(worker: _Worker, case: ManifestCase) -> Row:
 
 
 def _explain(worker: _Worker, case: ManifestCase, result: pipeline.CaseResult,
-             root: Path) -> str:
+             root: Path) -> tuple[str, ExplainResult]:
     """Occlusion maps of the case into ROOT/<case_id> (renamed into place when done)."""
     final = root / case.case_id
     shutil.rmtree(root / f".{case.case_id}.partial", ignore_errors=True)  # older versions' stage
     with staged_output(final, case.paths(), overwrite=True) as tmp:
-        pipeline.explain(result, worker.model, worker.engine, OcclusionSettings(), tmp,
-                         extra={"case_id": case.case_id})
-    return str(final)
+        explained = pipeline.explain(result, worker.model, worker.engine, OcclusionSettings(),
+                                     tmp, extra={"case_id": case.case_id})
+    return str(final), explained
 
 
 def run_cases(cases: list[ManifestCase], jobs: int, settings: BatchSettings) -> Iterator[Row]:

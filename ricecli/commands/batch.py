@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ricecli.commands.options import AcceptQaOpt, DeviceOpt, ModelOpt
+from ricecli.commands import options as opt
 
 
 def command(
@@ -27,9 +27,9 @@ def command(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Run again the cases recorded as errors (a new row is "
         "appended; the last row of a case counts).")] = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    accept_qa_failure: AcceptQaOpt = False,
+    model: opt.ModelOpt = None,
+    device: opt.DeviceOpt = "auto",
+    accept_qa_failure: opt.AcceptQaOpt = False,
     dicom_out: Annotated[Path | None, typer.Option(
         "--dicom-out", help="Also write a DICOM SR per case (and, with --explain, the "
         "occlusion map as a Parametric Map) into DIR/<case_id>/; event scans must be DICOM "

@@ -7,43 +7,29 @@ from typing import Annotated
 
 import typer
 
-from ricecli.commands.options import (
-    AcceptQaOpt,
-    BrainExtractionOpt,
-    DeviceOpt,
-    DicomOutOpt,
-    DoseFractionsOpt,
-    DoseFrameOpt,
-    DoseOpt,
-    DoseRelScaleOpt,
-    DoseUnitOpt,
-    MaskOpt,
-    ModelOpt,
-    T1Opt,
-    case_inputs,
-)
+from ricecli.commands import options as opt
 from ricecli.errors import EXIT_QA_FAILED
 
 
 def command(
-    t1: T1Opt,
-    dose: DoseOpt,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
+    t1: opt.T1Opt,
+    dose: opt.DoseOpt,
+    model: opt.ModelOpt = None,
+    device: opt.DeviceOpt = "auto",
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="Write the result as JSON to this file ('-' for stdout).")] = None,
     save_prepared: Annotated[Path | None, typer.Option(
         "--save-prepared", help="Also write the prepared model-space channels here.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --json file or --save-prepared folder.")] = False,
-    accept_qa_failure: AcceptQaOpt = False,
-    mask: MaskOpt = None,
-    dose_unit: DoseUnitOpt = "Gy",
-    dose_fractions: DoseFractionsOpt = None,
-    dose_relative_scale: DoseRelScaleOpt = None,
-    dose_frame: DoseFrameOpt = None,
-    brain_extraction: BrainExtractionOpt = True,
-    dicom_out: DicomOutOpt = None,
+    accept_qa_failure: opt.AcceptQaOpt = False,
+    mask: opt.MaskOpt = None,
+    dose_unit: opt.DoseUnitOpt = "Gy",
+    dose_fractions: opt.DoseFractionsOpt = None,
+    dose_relative_scale: opt.DoseRelScaleOpt = None,
+    dose_frame: opt.DoseFrameOpt = None,
+    brain_extraction: opt.BrainExtractionOpt = True,
+    dicom_out: opt.DicomOutOpt = None,
 ) -> None:
     """Classify a new enhancing lesion as tumour recurrence or RICE (research use only)."""
     from rich.console import Console
@@ -54,8 +40,8 @@ def command(
     from ricecli.outputs.console import print_summary
     from ricecli.outputs.record import to_json
 
-    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                         dose_frame, brain_extraction)
+    inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                             dose_frame, brain_extraction)
     in_paths = input_paths(inputs, model=model)  # every input: no output may touch one
     # fail before the slow part, not after it
     if json_out is not None and json_out != Path("-"):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ricecli.commands.options import DeviceOpt, ModelOpt
+from ricecli.commands import options as opt
 
 if TYPE_CHECKING:
     from ricecli.explain.occlusion import ExplainResult
@@ -41,8 +41,8 @@ def clear_case_of_each_class(seed: int, limit: int = 20) -> list[SimulatedCase]:
 def command(
     out: Annotated[Path, typer.Option("--out", help="New folder for the demo's outputs.")] = Path(
         "ricenet-demo"),
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
+    model: opt.ModelOpt = None,
+    device: opt.DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Simulation seed of the two cases.")] = 3,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out folder.")] = False,

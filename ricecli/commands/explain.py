@@ -7,31 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from ricecli.commands.options import (
-    AcceptQaOpt,
-    BrainExtractionOpt,
-    DeviceOpt,
-    DicomOutOpt,
-    DoseFractionsOpt,
-    DoseFrameOpt,
-    DoseOpt,
-    DoseRelScaleOpt,
-    DoseUnitOpt,
-    MaskOpt,
-    ModelOpt,
-    T1Opt,
-    case_inputs,
-)
+from ricecli.commands import options as opt
 from ricecli.explain.occlusion import ExplainResult, OcclusionSettings
 
 
 def command(
-    t1: T1Opt,
-    dose: DoseOpt,
+    t1: opt.T1Opt,
+    dose: opt.DoseOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for occlusion.nii.gz, "
                                       "overview.png and explain.json (must not exist).")],
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
+    model: opt.ModelOpt = None,
+    device: opt.DeviceOpt = "auto",
     cube_mm: Annotated[float, typer.Option("--cube-mm", help="Edge of the occluding cube, mm "
                                            "(rounded to whole model-space voxels).")] = 16.0,
     stride_mm: Annotated[float, typer.Option("--stride-mm", help="Step between cubes, mm.")
@@ -56,14 +42,14 @@ def command(
                                               "(exact, faster); off: whole volumes.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out "
                                             "folder.")] = False,
-    mask: MaskOpt = None,
-    dose_unit: DoseUnitOpt = "Gy",
-    dose_fractions: DoseFractionsOpt = None,
-    dose_relative_scale: DoseRelScaleOpt = None,
-    dose_frame: DoseFrameOpt = None,
-    brain_extraction: BrainExtractionOpt = True,
-    accept_qa_failure: AcceptQaOpt = False,
-    dicom_out: DicomOutOpt = None,
+    mask: opt.MaskOpt = None,
+    dose_unit: opt.DoseUnitOpt = "Gy",
+    dose_fractions: opt.DoseFractionsOpt = None,
+    dose_relative_scale: opt.DoseRelScaleOpt = None,
+    dose_frame: opt.DoseFrameOpt = None,
+    brain_extraction: opt.BrainExtractionOpt = True,
+    accept_qa_failure: opt.AcceptQaOpt = False,
+    dicom_out: opt.DicomOutOpt = None,
 ) -> None:
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
@@ -78,8 +64,8 @@ def command(
     settings = OcclusionSettings(cube_mm=cube_mm, stride_mm=stride_mm, fill=fill,
                                  channels=channels, target=target, batch=batch, region=region,
                                  edges=edges, incremental=incremental).check()
-    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                         dose_frame, brain_extraction)
+    inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                             dose_frame, brain_extraction)
     # every input (--dose-frame and --model too): --out may not be, hold or lie in one
     in_paths = input_paths(inputs, model=model)
     check_output_dir(out, in_paths, overwrite)  # fail before the slow part

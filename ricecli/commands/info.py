@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ricecli.commands.options import ModelOpt
+from ricecli.commands import options as opt
 
 Info = dict[str, Any]  # the JSON `info` prints: a JSON boundary
 
@@ -59,7 +59,7 @@ def gather(model_path: Path | None) -> Info:
 
 
 def command(
-    model: ModelOpt = None,
+    model: opt.ModelOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the raw JSON instead of the summary.")] = False,
     output: Annotated[Path | None, typer.Option(

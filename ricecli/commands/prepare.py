@@ -7,20 +7,7 @@ from typing import Any
 
 import typer
 
-from ricecli.commands.options import (
-    BrainExtractionOpt,
-    DoseFractionsOpt,
-    DoseFrameOpt,
-    DoseOpt,
-    DoseRelScaleOpt,
-    DoseUnitOpt,
-    MaskOpt,
-    OutOpt,
-    OverwriteOpt,
-    PresetOpt,
-    T1Opt,
-    case_inputs,
-)
+from ricecli.commands import options as opt
 from ricecli.errors import EXIT_QA_FAILED, RicenetError
 
 
@@ -42,23 +29,23 @@ def summary_lines(qa: dict[str, Any], seconds: float) -> list[str]:
 
 
 def command(
-    t1: T1Opt,
-    dose: DoseOpt,
-    out: OutOpt,
-    mask: MaskOpt = None,
-    dose_unit: DoseUnitOpt = "Gy",
-    dose_fractions: DoseFractionsOpt = None,
-    dose_relative_scale: DoseRelScaleOpt = None,
-    dose_frame: DoseFrameOpt = None,
-    brain_extraction: BrainExtractionOpt = True,
-    overwrite: OverwriteOpt = False,
-    preset: PresetOpt = "edge",
+    t1: opt.T1Opt,
+    dose: opt.DoseOpt,
+    out: opt.OutOpt,
+    mask: opt.MaskOpt = None,
+    dose_unit: opt.DoseUnitOpt = "Gy",
+    dose_fractions: opt.DoseFractionsOpt = None,
+    dose_relative_scale: opt.DoseRelScaleOpt = None,
+    dose_frame: opt.DoseFrameOpt = None,
+    brain_extraction: opt.BrainExtractionOpt = True,
+    overwrite: opt.OverwriteOpt = False,
+    preset: opt.PresetOpt = "edge",
 ) -> None:
     """Register post-op and dose to the event scan and both into model space; write the
     three channels (post_op, event, dose .nii.gz) and qa.json to OUT."""
     t0 = time.perf_counter()
-    inputs = case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                         dose_frame, brain_extraction)
+    inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
+                             dose_frame, brain_extraction)
     from rich.console import Console
 
     from ricecli.io.files import check_output_dir, input_paths

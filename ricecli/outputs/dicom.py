@@ -16,7 +16,6 @@ copy; other cases written into the same folder keep theirs).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,18 +103,3 @@ def write_dicom_outputs(out_dir: Path, result: dict[str, Any], event: Path,
         pm = build_parametric_map(occlusion, series, result, target)
         written.append(save_atomic(pm, out_dir / f"{PM_PREFIX}{pm.SOPInstanceUID}.dcm"))
     return written
-
-
-def write_for_batch_case(out_dir: Path, result: dict[str, Any], event: Path,
-                         explain_dir: str = "") -> list[Path]:
-    """batch --dicom-out: the SR, plus the occlusion map when the case was explained."""
-    occlusion, target = None, "recurrence"
-    if explain_dir:
-        found = Path(explain_dir) / "occlusion.nii.gz"
-        if found.is_file():
-            occlusion = sitk.ReadImage(str(found), sitk.sitkFloat32)
-            try:
-                target = json.loads((Path(explain_dir) / "explain.json").read_text())["target"]
-            except (OSError, ValueError, KeyError):
-                pass
-    return write_dicom_outputs(out_dir, result, event, occlusion, target)
