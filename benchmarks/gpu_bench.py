@@ -46,6 +46,7 @@ class Config:
     budget_s: float
     exporter: str
     work: Path
+    batches: tuple[int, ...] = ()  # GPU_CHECK_BATCHES=1,8,32; empty: 1 and the occlusion batch
 
     @classmethod
     def from_env(cls, work: Path) -> Config:
@@ -61,7 +62,8 @@ class Config:
                    size_xyz=tuple(int(v) for v in size.split("x")) if size else None,
                    members=members, occ_batch=occ, reps=int(env("REPS", "20")),
                    budget_s=float(env("BUDGET_S", "420")), exporter=env("EXPORTER", "auto"),
-                   work=work)
+                   work=work,
+                   batches=tuple(int(v) for v in env("BATCHES", "").split(",") if v))
 
 
 class Bench:
@@ -107,9 +109,13 @@ def environment() -> dict:
 
 
 def preset_spec(cfg: Config, preset: str) -> tuple[Spec, dict]:
+    """The preset's spec, its model-space size overridden by GPU_CHECK_SIZE_XYZ_<PRESET> or
+    GPU_CHECK_SIZE_XYZ (e.g. the paper preset at 96x96x96)."""
     spec = PRESETS[preset]
-    if cfg.size_xyz:
-        space = dataclasses.replace(spec.model_space, size_xyz=cfg.size_xyz)
+    own = env(f"SIZE_XYZ_{preset.upper()}", "")
+    size = tuple(int(v) for v in own.split("x")) if own else cfg.size_xyz
+    if size:
+        space = dataclasses.replace(spec.model_space, size_xyz=size)
         spec = dataclasses.replace(spec, model_space=space)
     return spec, arch_config(cfg.arch or preset)
 
@@ -200,7 +206,7 @@ def bench_torch_cuda(b: Bench, preset: str, members: list, spec: Spec, ref: np.n
     for name, dtype, cl in modes:
         fmt = torch.channels_last_3d if cl else torch.contiguous_format
         model = model.to(memory_format=fmt)
-        for batch in (1, occ):
+        for batch in (b.cfg.batches or (1, occ)):
             if b.left() < 0:
                 b.skip(f"torch-cuda {preset} {name} b{batch}", "time budget")
                 continue
@@ -284,7 +290,7 @@ def bench_onnxruntime(b: Bench, preset: str, members: list, spec: Spec, onnx: di
                 b.skip(what, why)
                 continue
             on_gpu = device != "cpu"
-            for batch in (1, occ):
+            for batch in (b.cfg.batches or (1, occ)):
                 if (batch > 1 and preset == "paper" and not on_gpu) or b.left() < 0:
                     b.skip(f"{what} b{batch}",
                            "too slow on CPU" if b.left() >= 0 else "time budget")
@@ -358,7 +364,7 @@ def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
         engine = open_ricecli_engine(b, what, engine_path, "tensorrt")
         if engine is None:
             continue
-        for batch in (1, occ):
+        for batch in (b.cfg.batches or (1, occ)):
             x = volumes(spec, batch)
             try:
                 ms = time_cpu(lambda e=engine, x=x: e.run(x), b.cfg.reps)

@@ -1,9 +1,10 @@
 """ricecli explain's occlusion vs MONAI OcclusionSensitivity vs Captum Occlusion (torch CPU).
 
-    python benchmarks/occlusion.py [--threads 2] [--cube-mm 16] [--stride-mm 16] [--batch 16]
-                                   [--only ricecli,monai,captum] [--checkpoint CKPT]
+    python benchmarks/occlusion.py [--threads 2] [--repeats 3] [--cube-mm 16] [--stride-mm 16]
+                                   [--batch 16] [--only ricecli,monai,captum] [--checkpoint CKPT]
                                    [--no-incremental] [--depth D] [--members 1]
-                                   [--approximate 0.25]
+                                   [--approximate 0.25] [--single-thread-work 3]
+                                   [--out FILE.json]
     python benchmarks/occlusion.py --paper 96 [--cube-vox 8] [--positions 16] [--threads 2]
 
 Same network (the `edge` ResNet-18, random weights unless --checkpoint; exported to ONNX for
@@ -12,10 +13,16 @@ in the brain for both T1c channels, a bright lesion in the event channel, a dose
 all 0 outside the brain, as prepared cases are), same cube, stride, fill 0 and target
 (recurrence). ricecli runs twice: edges=shift (MONAI's windows) and edges=clip (Captum's),
 each compared with its peer. Peers run torch eager with the same thread count and batch.
-ricecli runs incrementally (explain's default: windowed layers up to the depth chosen by
-measured cost, --depth fixes it; --no-incremental: whole volumes); its time includes splitting
-the graph, opening the extra ONNX Runtime sessions and measuring the depth (RICENET_CACHE is
-pointed at a fresh folder, so the choice is measured, not read from a cache).
+ricecli runs incrementally (explain's default; --depth fixes the depth; --no-incremental: whole
+volumes); every ricecli timing starts from scratch: a new runner (splitting the graph, opening
+its ONNX Runtime sessions, choosing the depth) and an empty RICENET_CACHE.
+
+The runs are interleaved, --repeats rounds of ricecli-shift, MONAI, ricecli-clip, Captum, so that
+a drift in the machine's load hits both sides of a ratio; each ratio is taken per round and the
+median reported. The JSON records the CPU model and SIMD flags, library versions and the 1-minute
+load average before and after every timing, and each run's process CPU time beside its wall
+time (on a loaded machine torch's threads wait for each other, so the CPU-time ratio is the
+better guess at a quiet machine's wall-time ratio).
 
 --approximate F: also the approximate drill-down (off by default in ricecli), with its error
 against the exact map (max / mean |diff|, Spearman rank correlation over the top 5 % voxels).
@@ -176,32 +183,105 @@ def paper_run(args) -> dict:
     return res
 
 
+def single_thread_work(net, vol, mask, cube, stride, spec, model, repeats: int) -> dict:
+    """CPU seconds on one thread, interleaved: torch eager per volume (the forwards MONAI and
+    Captum run, batches of 16 copies) vs ricecli's whole exact map (setup included). Thread CPU
+    time: other jobs' load and threads waiting for each other do not count, so the ratio is a
+    load-proof estimate of the quiet wall-time ratio (peer overheads beyond the forwards left
+    out, which only favours the peers)."""
+    import torch
+
+    from ricecli.explain.incremental import incremental_for
+    from ricecli.explain.occlusion import occlusion_maps
+    from ricecli.inference.engine import OnnxRuntimeEngine
+    from ricecli.memo import clear_all
+
+    torch.set_num_threads(1)
+    engine = OnnxRuntimeEngine(model, threads=1)
+    x = torch.from_numpy(vol)[None].repeat(16, 1, 1, 1, 1)
+    out: dict = {"torch_ms_per_volume": [], "ricecli_shift_s": [], "ricecli_clip_s": []}
+    for _ in range(repeats):
+        with torch.inference_mode():
+            net(x)
+            t = time.thread_time()
+            for _ in range(4):
+                net(x)
+            out["torch_ms_per_volume"].append(round((time.thread_time() - t) / 64 * 1000, 2))
+        for edges in ("shift", "clip"):
+            clear_all()
+            os.environ["RICENET_CACHE"] = tempfile.mkdtemp()
+            t = time.thread_time()
+            stem, method = incremental_for(model, engine, True, None)
+            occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
+                           target="recurrence", classes=spec.classes, batch=16, edges=edges,
+                           brain_mask=mask, incremental=stem, method=method)
+            out[f"ricecli_{edges}_s"].append(round(time.thread_time() - t, 3))
+    torch_s = float(np.median(out["torch_ms_per_volume"])) / 1000 * 1873
+    for edges in ("shift", "clip"):
+        out[f"work_ratio_{edges}"] = round(torch_s / float(np.median(out[f"ricecli_{edges}_s"])),
+                                           2)
+    out["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    torch.set_num_threads(2)
+    return out
+
+
+def machine() -> dict:
+    """What a figure depends on: CPU model and SIMD flags, core count, library versions."""
+    import platform
+    from importlib import metadata
+
+    info: dict = {"cpu_model": platform.processor() or platform.machine(),
+                  "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        fields = {k.strip(): v.strip() for k, _, v in
+                  (line.partition(":") for line in first.splitlines())}
+        info["cpu_model"] = fields.get("model name", info["cpu_model"])
+        info["simd_flags"] = sorted(f for f in fields.get("flags", "").split()
+                                    if f.startswith(("sse4", "avx", "fma", "amx", "f16c")))
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("torch", "onnxruntime", "onnx", "numpy", "monai-weekly", "monai", "captum"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    info["versions"] = versions
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cube-mm", type=float, default=16.0)
     ap.add_argument("--stride-mm", type=float, default=16.0)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of ricecli-shift, MONAI, "
+                    "ricecli-clip, Captum (interleaved); ratios are per round, then the median")
     ap.add_argument("--only", default="ricecli,monai,captum")
     ap.add_argument("--edges", default="shift,clip", help="ricecli runs: shift (as MONAI), "
                     "clip (as Captum)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=True,
-                    help="ricecli: exact incremental stem (default) or whole volumes")
+                    help="ricecli: exact incremental layers (default) or whole volumes")
     ap.add_argument("--depth", type=int, default=None,
-                    help="incremental depth (default: chosen by measured cost; 1 = stem only)")
+                    help="incremental depth (default: chosen from the layers' work; 1 = stem)")
     ap.add_argument("--approximate", type=float, default=None, help="also ricecli's "
                     "approximate drill-down (fraction of coarse positions refined, e.g. 0.25) "
-                    "and its error against the exact map")
+                    "and its error against the exact map (once, after the rounds)")
     ap.add_argument("--paper", type=int, default=0, help="paper architecture at N^3 instead")
     ap.add_argument("--cube-vox", type=int, default=8, help="--paper: cube and stride, voxels")
     ap.add_argument("--positions", type=int, default=16, help="--paper: positions timed")
     ap.add_argument("--members", type=int, default=1, help="ricecli ensemble members (copies "
                     "of the network; peers run one)")
-    ap.add_argument("--maps", default=None, help="folder to keep maps between --only runs")
     ap.add_argument("--case", default=None, help="an .npz (volume, mask) instead of the "
                     "template case (for machines without SimpleITK); --save-case writes one")
     ap.add_argument("--save-case", default=None)
+    ap.add_argument("--out", default=None, help="also write the final JSON here")
+    ap.add_argument("--single-thread-work", type=int, default=0, metavar="R", help="also R "
+                    "interleaved rounds of one-thread CPU work: torch per volume vs ricecli's "
+                    "whole map (a load-proof estimate of the quiet ratio)")
     args = ap.parse_args(argv)
     which = set(args.only.split(","))
 
@@ -217,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from ricecli.explain.positions import mm_to_voxels
     from ricecli.inference.engine import OnnxRuntimeEngine
     from ricecli.inference.model import load_model
+    from ricecli.memo import clear_all
     from ricecli.spec import PRESETS
 
     spec = PRESETS["edge"]
@@ -231,94 +312,114 @@ def main(argv: list[str] | None = None) -> int:
     cube = mm_to_voxels(args.cube_mm, spec.model_space.spacing_mm[::-1])
     stride = mm_to_voxels(args.stride_mm, spec.model_space.spacing_mm[::-1])
     target = list(spec.classes).index("recurrence")
-    res: dict = {"threads": args.threads, "cube_vox": cube, "stride_vox": stride,
-                 "batch": args.batch, "shape_zyx": list(vol.shape[1:]), "cpu": os.cpu_count()}
+    res: dict = {"machine": machine(), "threads": args.threads, "cube_vox": cube,
+                 "stride_vox": stride, "batch": args.batch, "shape_zyx": list(vol.shape[1:]),
+                 "repeats": args.repeats, "order": [], "runs": {}}
     maps: dict[str, np.ndarray] = {}
-
-    def report(name: str, seconds: float, volumes: int) -> None:
-        res[name] = {"s": round(seconds, 2), "volumes": volumes,
-                     "volumes_per_s": round(volumes / seconds, 2)}
-        print(f"{name:16s} {seconds:8.1f} s  {volumes:5d} volumes  "
-              f"{volumes / seconds:6.2f} volumes/s", flush=True)
-
-    if "ricecli" in which:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["RICENET_CACHE"] = str(Path(tmp) / "cache")  # measure the depth here
-            path = Path(tmp) / "edge.onnx"
-            export_ensemble([net] * args.members, spec, {"name": "bench-edge", "version": "0"},
-                            path)
-            model = load_model(path)
-            engine = OnnxRuntimeEngine(model, threads=args.threads)
-            for edges in args.edges.split(","):
-                t = time.perf_counter()
-                stem, method = incremental_for(model, engine, args.incremental, args.depth)
-                m = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
-                                   target="recurrence", classes=spec.classes, batch=args.batch,
-                                   edges=edges, brain_mask=mask, incremental=stem,
-                                   method=method)
-                report(f"ricecli_{edges}", time.perf_counter() - t, m.positions["run"] + 1)
-                res[f"ricecli_{edges}"].update(positions=m.positions, method=m.method)
-                maps[f"ricecli_{edges}"] = m.maps["all"]
-                if args.approximate is not None and edges == "shift":
-                    t = time.perf_counter()
-                    a = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
-                                       target="recurrence", classes=spec.classes,
-                                       batch=args.batch, edges=edges, brain_mask=mask,
-                                       incremental=stem, method=method,
-                                       approximate=args.approximate)
-                    report("ricecli_approx", time.perf_counter() - t,
-                           a.positions["approximate_run"] + 1)
-                    res["ricecli_approx"].update(method=a.method, **approx_error(
-                        m.maps["all"], a.maps["all"]))
-                    print(f"approximate vs exact: {res['ricecli_approx']}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="occlusion-bench-"))
     x = torch.from_numpy(vol[None])
 
     def probs(inp):
         return torch.softmax(net(inp), dim=1)
 
+    def shape_count(ceil: bool) -> int:
+        return int(np.prod([len(range(0, s - c + 1, st)) + ((s - c) % st > 0) if not ceil
+                            else int(np.ceil((s - c) / st)) + 1
+                            for s, c, st in zip(vol.shape[1:], cube, stride, strict=False)]))
+
+    runs: dict = {}
+    if "ricecli" in which:
+        path = tmp / "edge.onnx"
+        export_ensemble([net] * args.members, spec, {"name": "bench-edge", "version": "0"}, path)
+        model = load_model(path)
+        engine = OnnxRuntimeEngine(model, threads=args.threads)
+
+        def ricecli(edges: str, approximate: float | None = None):
+            """One explain's occlusion from scratch: new runner, empty depth cache."""
+            clear_all()
+            os.environ["RICENET_CACHE"] = tempfile.mkdtemp(dir=tmp)
+            stem, method = incremental_for(model, engine, args.incremental, args.depth)
+            m = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
+                               target="recurrence", classes=spec.classes, batch=args.batch,
+                               edges=edges, brain_mask=mask, incremental=stem, method=method,
+                               approximate=approximate)
+            n = m.positions.get("approximate_run", m.positions["run"]) + 1
+            return m.maps["all"], n, {"positions": m.positions, "method": m.method}
+
+        for edges in args.edges.split(","):
+            runs[f"ricecli_{edges}"] = lambda e=edges: ricecli(e)
     if "monai" in which:
         from monai.visualize import OcclusionSensitivity
 
-        occ = OcclusionSensitivity(net, mask_size=cube, n_batch=args.batch, mode=0.0,
-                                   overlap=1.0 - stride[0] / cube[0], verbose=False)
-        t = time.perf_counter()
-        with torch.no_grad():
-            p0 = probs(x)[0, target].item()
-            out, _ = occ(x)
-        n = int(np.prod([len(range(0, s - c + 1, st)) + ((s - c) % st > 0)
-                         for s, c, st in zip(vol.shape[1:], cube, stride, strict=False)]))
-        report("monai", time.perf_counter() - t, n + 1)
-        maps["monai"] = p0 - out[0, target].numpy()
+        def monai():
+            occ = OcclusionSensitivity(net, mask_size=cube, n_batch=args.batch, mode=0.0,
+                                       overlap=1.0 - stride[0] / cube[0], verbose=False)
+            with torch.no_grad():
+                p0 = probs(x)[0, target].item()
+                out, _ = occ(x)
+            return p0 - out[0, target].numpy(), shape_count(False) + 1, {}
+
+        runs["monai"] = monai
     if "captum" in which:
         from captum.attr import Occlusion
 
-        t = time.perf_counter()
-        with torch.no_grad():
-            attr = Occlusion(probs).attribute(
-                x, sliding_window_shapes=(vol.shape[0], *cube), strides=(vol.shape[0], *stride),
-                baselines=0.0, target=target, perturbations_per_eval=args.batch)
-        n = int(np.prod([int(np.ceil((s - c) / st)) + 1
-                         for s, c, st in zip(vol.shape[1:], cube, stride, strict=False)]))
-        report("captum", time.perf_counter() - t, n + 1)
-        maps["captum"] = attr[0, 0].numpy()
-    if args.maps:  # piecewise runs (each < 3 min on a shared machine) meet here
-        folder = Path(args.maps)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, arr in maps.items():
-            np.save(folder / f"{name}.npy", arr)
-            (folder / f"{name}.json").write_text(json.dumps(res[name]))
-        for f in folder.glob("*.npy"):
-            if f.stem not in maps:
-                maps[f.stem] = np.load(f)
-                res[f.stem] = json.loads(f.with_suffix(".json").read_text())
+        def captum():
+            with torch.no_grad():
+                attr = Occlusion(probs).attribute(
+                    x, sliding_window_shapes=(vol.shape[0], *cube),
+                    strides=(vol.shape[0], *stride), baselines=0.0, target=target,
+                    perturbations_per_eval=args.batch)
+            return attr[0, 0].numpy(), shape_count(True) + 1, {}
+
+        runs["captum"] = captum
+    order = [n for n in ("ricecli_shift", "monai", "ricecli_clip", "captum") if n in runs]
+    res["order"] = order
+    for r in range(args.repeats):  # A B A B: a drift in the machine's load hits both sides
+        for name in order:
+            load = os.getloadavg()[0]
+            t, cpu = time.perf_counter(), time.process_time()
+            out, volumes, extra = runs[name]()
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            rec = res["runs"].setdefault(name, {"s": [], "cpu_s": [], "load_1min": [],
+                                                "volumes": volumes, **extra})
+            rec["s"].append(round(seconds, 3))
+            rec["cpu_s"].append(round(cpu, 3))
+            rec["load_1min"].append([round(load, 2), round(os.getloadavg()[0], 2)])
+            maps.setdefault(name, out)
+            print(f"round {r + 1} {name:14s} {seconds:8.2f} s (cpu {cpu:7.2f} s)  {volumes:5d} "
+                  f"volumes  load {load:.2f}", flush=True)
+    for rec in res["runs"].values():
+        rec["median_s"] = round(float(np.median(rec["s"])), 3)
     for ours, peer in (("ricecli_shift", "monai"), ("ricecli_clip", "captum")):
-        if ours in res and peer in res:
-            res[f"speedup_vs_{peer}"] = round(res[peer]["s"] / res[ours]["s"], 2)
+        if ours in maps and peer in maps:
+            ratios = [p / o for p, o in zip(res["runs"][peer]["s"], res["runs"][ours]["s"],
+                                            strict=True)]
+            res[f"speedup_vs_{peer}"] = [round(v, 2) for v in ratios]
+            res[f"speedup_vs_{peer}_median"] = round(float(np.median(ratios)), 2)
+            cpu_ratios = [p / o for p, o in zip(res["runs"][peer]["cpu_s"],
+                                                res["runs"][ours]["cpu_s"], strict=True)]
+            res[f"cpu_time_ratio_vs_{peer}_median"] = round(float(np.median(cpu_ratios)), 2)
             res[f"max_abs_diff_vs_{peer}"] = float(np.abs(maps[ours] - maps[peer]).max())
             res[f"map_max_{peer}"] = float(np.abs(maps[peer]).max())
-    if "ricecli_approx" in res and "monai" in res:
-        res["approx_speedup_vs_monai"] = round(res["monai"]["s"] / res["ricecli_approx"]["s"], 2)
-    print(json.dumps(res))
+            print(f"ricecli {ours[8:]} vs {peer}: {res[f'speedup_vs_{peer}']} -> median "
+                  f"{res[f'speedup_vs_{peer}_median']}x, max |diff| "
+                  f"{res[f'max_abs_diff_vs_{peer}']:.1e}", flush=True)
+    if args.approximate is not None and "ricecli_shift" in maps:
+        t = time.perf_counter()
+        approx, volumes, extra = ricecli("shift", args.approximate)
+        res["runs"]["ricecli_approx"] = {"s": round(time.perf_counter() - t, 3),
+                                         "volumes": volumes, **extra,
+                                         **approx_error(maps["ricecli_shift"], approx)}
+        print(f"approximate vs exact: {res['runs']['ricecli_approx']}", flush=True)
+    if args.single_thread_work and "ricecli" in which:
+        res["single_thread_work"] = single_thread_work(net, vol, mask, cube, stride, spec, model,
+                                                       args.single_thread_work)
+        print(f"one-thread work: {res['single_thread_work']}", flush=True)
+    res["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    text = json.dumps(res)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -1,10 +1,15 @@
-"""Time `ricecli prepare` end to end on a realistic case; print one JSON line last.
+"""Time `ricecli prepare` (or `classify`) end to end on a realistic case; print one JSON line last.
 
 The case: two 256x256x180 1 mm T1c volumes (the shared BraTS T1c, or the shipped template when
 ../shared/data is absent, padded and moved rigidly: post-op axis-aligned, event oblique) and a
-2.5 mm dose grid in the post-op frame, written as .nii.gz in a temp folder.
+2.5 mm dose grid in the post-op frame, written as .nii.gz in a temp folder; with --skull-on the
+real TCGA-FG-6692 pair (skull on, 5.5 mm slices: brain extraction on both) and a 60 Gy dose.
+With --baseline DIR (a folder holding another `ricecli` package, e.g. a git worktree) each
+repeat runs the baseline then this checkout (A B A B ...) on the shared machine, and the JSON
+gives both medians, their ratio and the load average.
 
-    python benchmarks/prepare.py [--repeat 3] [--preset edge]
+    python benchmarks/prepare.py [--repeat 3] [--preset edge] [--command classify]
+                                 [--skull-on] [--baseline /tmp/old] [--out results/x.json]
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -26,6 +32,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 BRATS = ROOT.parent / "shared" / "data" / "mri" / "BraTS-GLI-00001-000"
 BRATS = BRATS / "BraTS-GLI-00001-000-t1c.nii.gz"
+TCGA = ROOT.parent / "shared" / "data" / "mri" / "TCGA-FG-6692"
 
 
 def _source() -> tuple[sitk.Image, str]:
@@ -78,49 +85,109 @@ def build_case(folder: Path) -> dict:
             "dose_spacing_mm": 2.5}
 
 
-def run_once(folder: Path, out: Path, preset: str) -> dict:
-    """One `ricecli prepare` subprocess: wall time, child CPU time and the stage timings."""
-    cmd = [sys.executable, "-m", "ricecli.cli", "prepare",
+def build_skull_on_case(folder: Path) -> dict:
+    """The real TCGA pair as post-op (t1) and event (t1c), and a 60 Gy dose in its frame."""
+    sys.path.insert(0, str(ROOT))
+    from ricecli.simulate.posed import gaussian_dose
+
+    for label, name in (("post_op", "TCGA-FG-6692_t1.nii.gz"),
+                        ("event", "TCGA-FG-6692_t1c.nii.gz")):
+        sitk.WriteImage(sitk.ReadImage(str(TCGA / name)), str(folder / f"{label}.nii.gz"), True)
+    post = sitk.ReadImage(str(TCGA / "TCGA-FG-6692_t1.nii.gz"), sitk.sitkFloat32)
+    sitk.WriteImage(gaussian_dose(post), str(folder / "dose.nii.gz"), True)
+    return {"source": "TCGA-FG-6692 t1 / t1c (skull on, 0.9x0.9x5.5 mm)",
+            "t1_size": list(post.GetSize())}
+
+
+def run_once(folder: Path, out: Path, preset: str, command: str = "prepare",
+             code: Path | None = None) -> dict:
+    """One `ricecli prepare|classify` subprocess (the package in `code`, else this checkout):
+    wall time, child CPU time and the stage timings."""
+    target = ["--out", str(out), "--preset", preset] if command == "prepare" else \
+        ["--json", str(out / "result.json")]
+    cmd = [sys.executable, "-m", "ricecli.cli", command,
            "--t1", str(folder / "post_op.nii.gz"), "--t1", str(folder / "event.nii.gz"),
-           "--dose", str(folder / "dose.nii.gz"), "--out", str(out), "--overwrite",
-           "--preset", preset]
+           "--dose", str(folder / "dose.nii.gz"), *target, "--overwrite"]
+    env = {**os.environ, "PYTHONPATH": str(code or ROOT)}
+    out.mkdir(exist_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"ricecli prepare failed ({proc.returncode}): {proc.stderr.strip()}")
-    qa = json.loads((out / "qa.json").read_text())
+    if proc.returncode not in (0, 3):  # 3: ran, QA failed (still a full run)
+        raise SystemExit(f"ricecli {command} failed ({proc.returncode}): {proc.stderr.strip()}")
+    if command == "prepare":
+        qa = json.loads((out / "qa.json").read_text())
+        stages, failed = qa["timings_s"], [k for k, v in qa["registration"].items()
+                                           if v["likely_failed"]]
+    else:
+        record = json.loads((out / "result.json").read_text())
+        stages, failed = record.get("timings_s", {}), []
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "stages_s": qa["timings_s"],
-            "registrations_failed": [k for k, v in qa["registration"].items()
-                                     if v["likely_failed"]]}
+    return {"wall_s": wall, "cpu_s": cpu, "stages_s": stages, "registrations_failed": failed}
+
+
+def machine() -> dict:
+    """CPU model, core count, versions: what a timing means depends on them."""
+    import numpy
+    import onnxruntime
+
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "simpleitk": sitk.Version_VersionString(), "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__}
+
+
+def _summary(runs: list[dict]) -> dict:
+    walls = [r["wall_s"] for r in runs]
+    keys = [k for k in runs[0]["stages_s"] if isinstance(runs[0]["stages_s"][k], (int, float))]
+    return {"wall_s": [round(w, 3) for w in walls],
+            "wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
+            "cpu_s_median": round(statistics.median(r["cpu_s"] for r in runs), 3),
+            "stages_s_median": {k: round(statistics.median(r["stages_s"][k] for r in runs), 3)
+                                for k in keys},
+            "registrations_failed": sorted({k for r in runs for k in r["registrations_failed"]})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--preset", default="edge")
+    parser.add_argument("--command", choices=("prepare", "classify"), default="prepare")
+    parser.add_argument("--skull-on", action="store_true", help="the real skull-on TCGA pair")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a folder holding the ricecli package to compare with (A B A B)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
     with tempfile.TemporaryDirectory(prefix="ricenet-bench-prepare-") as tmp:
         folder = Path(tmp)
-        case = build_case(folder)
-        runs = [run_once(folder, folder / "out", args.preset) for _ in range(args.repeat)]
-    for i, run in enumerate(runs):
-        print(f"run {i}: wall {run['wall_s']:.2f} s, cpu {run['cpu_s']:.2f} s, "
-              f"stages {run['stages_s']}")
-    walls = [r["wall_s"] for r in runs]
-    stages = {k: round(statistics.median(r["stages_s"][k] for r in runs), 3)
-              for k in runs[0]["stages_s"]}
-    print(json.dumps({
-        "benchmark": "prepare", "preset": args.preset, "case": case,
-        "cpus": os.cpu_count(), "repeat": args.repeat,
-        "wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
-        "cpu_s_median": round(statistics.median(r["cpu_s"] for r in runs), 3),
-        "stages_s_median": stages, "target_s": 6.0,
-        "registrations_failed": sorted({k for r in runs for k in r["registrations_failed"]}),
-    }))
+        case = build_skull_on_case(folder) if args.skull_on else build_case(folder)
+        for i in range(args.repeat):
+            for name, code in (("baseline", args.baseline), ("current", None)):
+                if name == "baseline" and code is None:
+                    continue
+                run = run_once(folder, folder / f"out_{name}", args.preset, args.command, code)
+                runs[name].append(run)
+                print(f"run {i} {name}: wall {run['wall_s']:.2f} s, cpu {run['cpu_s']:.2f} s, "
+                      f"stages {run['stages_s']}", flush=True)
+    result = {"benchmark": args.command, "preset": args.preset, "case": case,
+              "machine": machine(), "repeat": args.repeat,
+              "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+              **_summary(runs["current"]), "target_s": 6.0 if args.command == "prepare"
+              or args.skull_on else 3.0}
+    if runs["baseline"]:
+        result["baseline"] = {"code": str(args.baseline), **_summary(runs["baseline"])}
+        result["speedup_median"] = round(result["baseline"]["wall_s_median"]
+                                         / result["wall_s_median"], 3)
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

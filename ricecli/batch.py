@@ -63,6 +63,7 @@ def case_inputs(case: ManifestCase) -> CaseInputs:
     return CaseInputs(post_op=case.post_op, event=case.event, dose=case.dose, mask=case.mask,
                       dose_unit=case.dose_unit, dose_fractions=case.dose_fractions,
                       dose_frame=case.dose_frame,
+                      dose_frame_transform=case.dose_frame_transform,
                       dose_relative_scale_gy=case.dose_relative_scale_gy)
 
 

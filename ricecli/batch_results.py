@@ -18,7 +18,7 @@ from ricecli.io.manifest import ManifestCase
 RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
                   "votes_RICE", "members", "true_label", "warnings", "seconds", "error",
                   "explain_dir", "model_sha256", "engine", "qa_verdict", "qa_reasons",
-                  "uncertain", "p_recurrence_raw", "member_sd")
+                  "uncertain", "member_sd")  # p_*: calibrated (the one p every output shows)
 DONE_STATUSES = ("ok", "qa_fail")  # recorded for good; "error" rows too unless --retry-failed
 
 Row = dict[str, Any]  # one results CSV row: column -> str or int
@@ -87,7 +87,7 @@ def result_row(case: ManifestCase, result: dict[str, Any] | None, error: str | N
         return {**row, "status": "qa_fail", "warnings": " | ".join(result["warnings"]),
                 "error": "", "model_sha256": result["model"]["sha256"],
                 "engine": result["engine"]["name"]}
-    from ricecli.inference.calibration import csv_fields  # uncertain, p_recurrence_raw, member_sd
+    from ricecli.inference.calibration import csv_fields  # uncertain, member_sd
 
     probs, votes = result["probabilities"], result["votes"]
     return {**row, **csv_fields(result), "status": "ok", "label": result["label"],
@@ -98,20 +98,51 @@ def result_row(case: ManifestCase, result: dict[str, Any] | None, error: str | N
             "engine": result["engine"]["name"]}
 
 
+def read_results(results: Path) -> list[Row]:
+    """Every case's row in the results CSV, the last row of a case counting (--retry-failed
+    appends one): earlier runs of a resumed batch and other shards included."""
+    if not results.is_file() or results.stat().st_size == 0:
+        return []
+    with open(results, newline="") as f:
+        last = {r["case_id"]: r for r in csv.DictReader(f) if r.get("case_id")}
+    return list(last.values())
+
+
 def summarise(rows: Iterable[Row]) -> dict[str, int | float]:
-    """Counts of ok / error rows and, where true labels are known, the accuracy."""
+    """Counts of ok / QA-failed / error rows and, over the cases with a true label, how many
+    got an answer and the accuracy of those answers."""
     rows = list(rows)
     ok = [r for r in rows if r["status"] == "ok"]
-    labelled = [r for r in ok if r.get("true_label")]
-    out: dict[str, int | float] = {"cases": len(rows), "ok": len(ok),
-                                   "failed": len(rows) - len(ok)}
+    with_truth = [r for r in rows if r.get("true_label")]
+    labelled = [r for r in with_truth if r["status"] == "ok"]
     qa_fail = sum(r["status"] == "qa_fail" for r in rows)
-    if qa_fail:
-        out["qa_fail"] = qa_fail
+    out: dict[str, int | float] = {"cases": len(rows), "ok": len(ok),
+                                   "failed": len(rows) - len(ok), "qa_fail": qa_fail,
+                                   "errors": len(rows) - len(ok) - qa_fail,
+                                   "with_true_label": len(with_truth), "labelled": len(labelled)}
     if labelled:
         out["accuracy"] = sum(r["label"] == r["true_label"] for r in labelled) / len(labelled)
-        out["labelled"] = len(labelled)
     return out
+
+
+def summary_line(summary: dict[str, int | float]) -> str:
+    """The summary as one sentence that cannot be misread: an accuracy always says how many of
+    the cases with a true label it covers."""
+    failed = ""
+    if summary["failed"]:
+        parts = [f"{summary[k]} {what}" for k, what in (("qa_fail", "failed QA, no label"),
+                                                        ("errors", "errors")) if summary[k]]
+        failed = f" ({', '.join(parts)})"
+    line = f"{summary['cases']} case(s): {summary['ok']} ok, {summary['failed']} failed{failed}"
+    truth = int(summary["with_true_label"])
+    if "accuracy" in summary:
+        line += (f"; accuracy {summary['accuracy']:.3f} on the {summary['labelled']} of {truth} "
+                 "cases with a true label that got an answer")
+        if summary["labelled"] < truth:
+            line += f" ({truth - int(summary['labelled'])} got none: not counted)"
+    elif truth:
+        line += f"; none of the {truth} cases with a true label got an answer: no accuracy"
+    return line
 
 
 def exit_code(rows: list[Row]) -> int:

@@ -8,16 +8,28 @@ the file and the fix, nothing written); 3 ran but QA failed (no label); 130/143 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Protocol, get_args, runtime_checkable
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from ricecli.commands import batch, classify, demo, explain, info, prepare, simulate
+from ricecli.commands import (
+    batch,
+    classify,
+    cohort,
+    demo,
+    explain,
+    info,
+    prepare,
+    simulate,
+    study,
+)
 from ricecli.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_REFUSED, RicenetError, sentence
 from ricecli.signals import (
     Interrupted,
@@ -34,13 +46,16 @@ if TYPE_CHECKING:  # typer >= 0.20 vendors click as typer._click
 # What an option's value is, by option or by "command option"; any other option by its type.
 # Typer shows `<path>`, `<list[Path]>`, `<bool>` otherwise.
 _METAVARS = {
-    "--t1": "FILE", "--dose": "PATH", "--mask": "FILE", "--dose-frame": "FILE",
+    "--t1": "PATH", "--dose": "PATH", "--mask": "FILE", "--dose-frame": "FILE",
+    "--dose-frame-transform": "FILE", "cohort --out": "DIR", "--labels": "CSV",
+    "--label-map": "MAP", "--rules": "TOML", "--jobs": "N", "--lesion-mask": "FILE",
     "--model": "FILE", "--json": "FILE", "--out": "DIR", "batch --out": "CSV",
     "info --out": "FILE", "--save-prepared": "DIR", "--dicom-out": "DIR", "--explain-dir": "DIR",
     "--dose-unit": "UNIT", "--dose-fractions": "N", "--dose-relative-scale": "GY",
     "--cube-mm": "MM", "--stride-mm": "MM", "--shard": "I/N", "--device": "DEVICE",
     "--recurrence-fraction": "SHARE", "--test-fraction": "SHARE", "--skull-on-share": "SHARE",
     "--hypofractionated-fraction": "SHARE",
+    "--event-study": "UID",
 }
 _BY_TYPE: dict[object, str] = {Path: "PATH", int: "N", float: "X", str: "NAME"}
 
@@ -84,6 +99,11 @@ class ReadableCommand(TyperCommand):
         readable_metavars(self.name or "", self.get_params(ctx))
         super().format_help(ctx, formatter)
 
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """The first sentence of the help, whole: the command list wraps it (click would cut it
+        at `limit` characters with '...')."""
+        return super().get_short_help_str(limit=1000)
+
 
 class ReadableGroup(TyperGroup):
     """A command group with readable placeholders in its own --help (`Typer(cls=...)`)."""
@@ -98,19 +118,43 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain click help, as docs/cli.md shows it: rich's boxes cut option names ("--dose-rel…")
+    # and squeeze the help into a column a few words wide on an 80-column terminal
+    rich_markup_mode=None,
     help="Recurrence vs radiation-induced contrast enhancement (RICE) after glioblastoma RT.",
     epilog=EXIT_CODES_HELP,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ricecli import __version__
+
+        typer.echo(f"ricecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Recurrence vs radiation-induced contrast enhancement (RICE) after glioblastoma RT."""
+
+
 app.command("prepare", cls=ReadableCommand)(prepare.command)
 app.command("simulate", cls=ReadableCommand)(simulate.command)
 app.command("classify", cls=ReadableCommand)(classify.command)
 app.command("explain", cls=ReadableCommand)(explain.command)
 app.command("batch", cls=ReadableCommand)(batch.command)
+app.command("cohort", cls=ReadableCommand)(cohort.command)
+app.command("study", cls=ReadableCommand)(study.command)
 app.command("info", cls=ReadableCommand)(info.command)
 app.command("demo", cls=ReadableCommand)(demo.command)
 
 # --- one line per failure ---------------------------------------------------------------------
-REPORT = "please report it at the ricenet issue tracker with the command you ran"
+REPORT = ("please report it at the ricenet issue tracker with the command you ran; "
+          "RICENET_DEBUG=1 shows the traceback")
+DEBUG_ENV = "RICENET_DEBUG"  # set (not 0): every failure also prints its traceback
 _OS_FIXES = {
     errno.EACCES: "choose a folder you can write to (or fix its permissions)",
     errno.EPERM: "choose a folder you can write to (or fix its permissions)",
@@ -164,16 +208,29 @@ def report_error(err: BaseException) -> int:
     elif isinstance(err, RicenetError):
         line, code = f"error: {err.one_line()}", EXIT_REFUSED
     elif isinstance(err, _ClickError):
-        if not err.format_message().strip():  # no arguments at all: the help was shown
+        if type(err).__name__ == "NoArgsIsHelpError":  # no arguments at all: show the help
+            print(err.format_message(), flush=True)
+            return EXIT_REFUSED
+        if not err.format_message().strip():  # the help was shown already
             return EXIT_REFUSED
         line, code = _usage_line(err), EXIT_REFUSED
     elif isinstance(err, OSError) and _os_error_line(err) is not None:
         line, code = f"error: {_os_error_line(err)}", EXIT_REFUSED
-    else:
-        first = (str(err).strip().splitlines() or [""])[0]
-        line, code = f"internal error: {type(err).__name__}: {first} ({REPORT})", EXIT_INTERNAL
+    else:  # the whole message on one line: its last lines often hold the cause (ITK's)
+        line, code = f"internal error: {_whole_message(err)} ({REPORT})", EXIT_INTERNAL
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        traceback.print_exception(err, file=sys.stderr)
     print(line, file=sys.stderr, flush=True)
     return code
+
+
+def _whole_message(err: BaseException) -> str:
+    """`Type: message` with every line of the message, and of its cause, on one line."""
+    text = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    cause = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    if cause is not None and str(cause).strip():
+        text += f" (caused by {type(cause).__name__}: {' '.join(str(cause).split())})"
+    return text
 
 
 def run_app(typer_app: typer.Typer, prog_name: str = "ricecli") -> None:

@@ -29,13 +29,16 @@ CT_MIN_BONE_HU = 300.0
 # a T1c finer than this in its finest axis / thickest axis (mm); an 8^3 phantom at 30 mm is not
 MAX_FINEST_SPACING_MM = 6.0
 MAX_THICKEST_SPACING_MM = 15.0
+MIN_VOXELS = 4  # along every axis: fewer is a slice or a sliver, not a volume to register
 T1_FIX = "give the T1c MR scans: --t1 POSTOP --t1 EVENT (the first --t1 is the post-op scan)"
 DOSE_FIX = "give the plan's dose (DICOM RTDOSE, or an image file in Gy) with --dose"
 
 
 def texture(image: sitk.Image) -> float:
     """Fine detail relative to contrast: ~0 for a smooth dose, 0.25+ for anatomy."""
-    factors = [max(1, int(round(TEXTURE_MM / s))) for s in image.GetSpacing()]
+    # shrunk to ~3 mm, but never below MIN_VOXELS along an axis (the Gaussian needs them)
+    factors = [max(1, min(int(round(TEXTURE_MM / s)), n // MIN_VOXELS))
+               for s, n in zip(image.GetSpacing(), image.GetSize(), strict=True)]
     work = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
     values = sitk.GetArrayFromImage(work).astype(np.float64)
     smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(work, TEXTURE_MM))
@@ -69,6 +72,23 @@ def _visit_time(facts: dict[str, str]) -> str | None:
 def _pretty(stamp: str) -> str:
     text = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}"
     return text + (f" {stamp[8:10]}:{stamp[10:12]}" if len(stamp) > 8 else "")
+
+
+def check_volume(image: sitk.Image, path: str | Path, role: str) -> None:
+    """Refuse an input with fewer than MIN_VOXELS voxels along an axis: a single slice, or a
+    dose grid that covers a sliver of the head, cannot be registered or smoothed."""
+    size = image.GetSize()
+    for axis, n in zip("xyz", size, strict=False):
+        if n < MIN_VOXELS:
+            extent = n * image.GetSpacing()["xyz".index(axis)]
+            dose = role == "--dose"
+            fix = ("give the plan's whole dose grid (DICOM RTDOSE, or an image file in Gy) "
+                   "with --dose") if dose else f"{T1_FIX}, as 3D volumes"
+            raise InputError(f"has only {n} voxel{'s' * (n != 1)} along its {axis} axis "
+                             f"({'x'.join(map(str, size))} voxels, {extent:g} mm): "
+                             f"{'the dose grid' if dose else 'the scan'} covers a sliver, not "
+                             f"a volume (at least {MIN_VOXELS} voxels along every axis are "
+                             f"needed); given as the {role}", path, fix=fix)
 
 
 def check_t1(image: sitk.Image, path: str | Path, role: str) -> dict:
@@ -167,6 +187,9 @@ def check_case(inputs: CasePaths, post_op: sitk.Image, event: sitk.Image,
     """Every role check of one case, cheapest first; the measurements for qa.json."""
     check_visits(post_op, event, inputs.post_op, inputs.event)
     check_dose_patient(post_op, dose_gy, inputs.dose)
+    check_volume(post_op, inputs.post_op, "post-op (first) --t1")
+    check_volume(event, inputs.event, "event (second) --t1")
+    check_volume(dose_gy, inputs.dose, "--dose")
     dose_path = Path(inputs.dose).resolve()
     for t1_path in (inputs.post_op, inputs.event):
         if Path(t1_path).resolve() == dose_path:

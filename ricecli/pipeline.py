@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ricecli.explain.lesion import GivenMask, find_lesion, lesion_from_mask
 from ricecli.explain.occlusion import ExplainResult, OcclusionSettings, explain_case
 from ricecli.inference.engine import Engine, describe, open_engine
 from ricecli.inference.model import LoadedModel, load_model
@@ -108,6 +109,7 @@ def explain_record(result: CaseResult, model: LoadedModel, engine: Engine) -> di
     """What explain.json says about the case besides its maps: label, inputs, QA, model."""
     record = result.record
     out = {"label": record.get("label"), "classification": record.get("probabilities"),
+           "classification_uncalibrated": record.get("probabilities_uncalibrated"),
            "inputs": record.get("inputs"), "qa": record.get("qa"),
            "prepare_s": round(float((record.get("timings_s") or {}).get("prepare", 0.0)), 3),
            "model": model.summary(), "engine": describe(engine)}
@@ -118,11 +120,22 @@ def explain_record(result: CaseResult, model: LoadedModel, engine: Engine) -> di
 
 def explain(result: CaseResult, model: LoadedModel, engine: Engine, settings: OcclusionSettings,
             folder: Path, extra: dict[str, Any] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> ExplainResult:
+            progress: Callable[[int, int], None] | None = None,
+            lesion_mask: GivenMask | None = None) -> ExplainResult:
     """Occlusion maps of a classified case, written into `folder` (occlusion*.nii.gz,
-    overview.png, explain.json); the caller owns `folder` (usually a staging folder)."""
+    overview.png, explain.json); the caller owns `folder` (usually a staging folder).
+
+    The maps are in calibrated delta p; the overview is cut through the enhancing lesion
+    (`lesion_mask`, else the one found in the prepared channels) and the strongest region.
+    """
     explained = explain_case(result.case, model, engine, settings, progress=progress)
+    lesion = find_lesion(result.case) if lesion_mask is None else \
+        lesion_from_mask(lesion_mask.image, lesion_mask.path, result.case)
+    record = result.record
+    spread = (record.get("uncertainty") or {}).get("member_sd_p_recurrence")
     write_explain(explained, result.case, Path(folder), model.spec.classes,
+                  p_shown=float(record["probabilities"][explained.target]),
+                  spread=None if spread is None else float(spread), lesion=lesion,
                   extra={**explain_record(result, model, engine), **(extra or {})})
     return explained
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,7 +36,11 @@ from ricecli.geometry.template import load_template, model_space_grid
 from ricecli.io.dose import read_dose
 from ricecli.io.volume import geometry_summary, read_mask, read_mr
 from ricecli.qa import assess as assess_qa
+from ricecli.qa import high_dose_in_brain
 from ricecli.spec import Spec
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 MIN_DOSE_COVERAGE = 0.01  # below this fraction of the brain inside the dose grid: wrong frame
 WARN_DOSE_COVERAGE = 0.90
@@ -53,10 +60,12 @@ class CaseInputs:
     dose_frame: str | Path | None = None
     dose_relative_scale_gy: float | None = None
     brain_extraction: bool = True
+    dose_frame_transform: str | Path | None = None  # post-op -> dose frame (.tfm, e.g. a REG)
 
     def paths(self) -> list[Path]:
         """Every input path (outputs must never land in or on one of them)."""
-        items = (self.post_op, self.event, self.dose, self.mask, self.dose_frame)
+        items = (self.post_op, self.event, self.dose, self.mask, self.dose_frame,
+                 self.dose_frame_transform)
         return [Path(p) for p in items if p is not None]
 
 
@@ -84,21 +93,54 @@ def _zscore(values: np.ndarray, brain: np.ndarray, weight: np.ndarray, name: str
     return ((values.astype(np.float64) - v.mean()) / std * weight).astype(np.float32)
 
 
+def read_frame_transform(path: str | Path | None) -> np.ndarray | None:
+    """4x4 matrix of a rigid/affine transform file mapping post-op points to dose-frame points
+    (ITK's resampling direction, as `ricecli cohort` writes it from a DICOM REG), or None."""
+    if path is None:
+        return None
+    try:
+        transform = sitk.ReadTransform(str(path)).Downcast()
+    except RuntimeError:
+        raise InputError("is not a readable transform file", path,
+                         fix="give the .tfm that ricecli cohort wrote (or a rigid ITK "
+                         "transform from post-op to dose-frame points)") from None
+    if not isinstance(transform, (sitk.Euler3DTransform, sitk.AffineTransform)) or \
+            transform.GetDimension() != 3:
+        raise InputError(f"holds a {transform.GetName()}, not a 3-D rigid transform", path,
+                         fix="give a rigid (Euler3DTransform) or affine 3-D transform")
+    return affine_matrix(transform)
+
+
 def _reg_qa(reg: Registration) -> dict:
     return {**reg.qa, "seconds": round(reg.seconds, 3)}
 
 
+def side_by_side(pool: ThreadPoolExecutor, first: Callable[[], T],
+                 second: Callable[[], U]) -> tuple[T, U]:
+    """`first` on a pool thread while `second` runs here (SimpleITK, ONNX Runtime and most of
+    numpy release the GIL: two cores work). Errors come as if run in order: `first`'s wins."""
+    future = pool.submit(first)
+    try:
+        second_result = second()
+    except BaseException:
+        future.result()  # raises first's error, if it had one; else second's, below
+        raise
+    return future.result(), second_result
+
+
 def brain_regions(event: sitk.Image, post_op: sitk.Image, user_mask: sitk.Image | None,
-                  inputs: CaseInputs) -> tuple[sitk.Image | None, sitk.Image | None, str]:
+                  inputs: CaseInputs, pool: ThreadPoolExecutor
+                  ) -> tuple[sitk.Image | None, sitk.Image | None, str]:
     """The brain of the event and post-op scans on their own grids, and where it came from.
 
     Event: the user's mask, else the foreground of a skull-stripped scan, else deepbet's
     extraction (unless turned off: then none, and the template's mask is used in model space).
     Post-op: its foreground when skull-stripped, else extracted when the event's was.
+    The two scans are judged, then extracted, side by side.
     """
     def own_brain(image: sitk.Image, path: str | Path,
-                  stripped: bool | None = None) -> tuple[sitk.Image | None, str]:
-        if looks_skull_stripped(image) if stripped is None else stripped:
+                  stripped: bool) -> tuple[sitk.Image | None, str]:
+        if stripped:
             return stripped_brain(image), "skull-stripped scan"
         if not inputs.brain_extraction:
             return None, "template (brain extraction off)"
@@ -107,19 +149,25 @@ def brain_regions(event: sitk.Image, post_op: sitk.Image, user_mask: sitk.Image 
         except InputError as err:
             raise InputError(err.problem, path, fix=err.fix) from None
 
-    event_region: sitk.Image | None
-    if user_mask is not None:
-        event_region = on_grid(user_mask, event)
-        if not sitk.GetArrayViewFromImage(event_region).any():
+    def event_brain(stripped: bool) -> tuple[sitk.Image | None, str]:
+        if user_mask is None:
+            return own_brain(event, inputs.event, stripped)
+        region = on_grid(user_mask, event)
+        if not sitk.GetArrayViewFromImage(region).any():
             raise InputError("the mask does not overlap the event scan", inputs.mask,
                              fix="give a brain mask in the event scan's frame (--t1 #2)")
-        source = "user"
-    else:
-        event_region, source = own_brain(event, inputs.event)
-    post_region = None
-    post_stripped = looks_skull_stripped(post_op)
-    if post_stripped or source.startswith("extracted"):
-        post_region, _ = own_brain(post_op, inputs.post_op, post_stripped)
+        return region, "user"
+
+    event_stripped, post_stripped = side_by_side(
+        pool, lambda: user_mask is None and looks_skull_stripped(event),
+        lambda: looks_skull_stripped(post_op))
+    event_extracted = user_mask is None and not event_stripped and inputs.brain_extraction
+    if not (post_stripped or event_extracted):
+        event_region, source = event_brain(event_stripped)
+        return event_region, None, source
+    (event_region, source), (post_region, _) = side_by_side(
+        pool, lambda: event_brain(event_stripped),
+        lambda: own_brain(post_op, inputs.post_op, post_stripped))
     return event_region, post_region, source
 
 
@@ -128,10 +176,21 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
     if spec.t1_normalisation != "zscore_in_brain":
         raise ValueError(f"unknown t1_normalisation {spec.t1_normalisation!r}")
     timings: dict[str, float] = {}
-    notes: list[str] = []
+    # Independent steps run two at a time (two scans read, judged and extracted; the two
+    # registrations; the event and post-op resamplings): the same steps on the same inputs, so
+    # the same bits (each registration stays single-threaded inside: register.py).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as pool:
+        return _prepare(inputs, spec, timings, pool)
+
+
+def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
+             pool: ThreadPoolExecutor) -> PreparedCase:
     t0 = time.perf_counter()
-    post_op = read_mr(inputs.post_op, notes)
-    event = read_mr(inputs.event, notes)
+    post_notes: list[str] = []
+    notes: list[str] = []
+    post_op, event = side_by_side(pool, lambda: read_mr(inputs.post_op, post_notes),
+                                  lambda: read_mr(inputs.event, notes))
+    notes[:0] = post_notes
     dose_gy = read_dose(inputs.dose, unit=inputs.dose_unit, fractions=inputs.dose_fractions,
                         relative_scale_gy=inputs.dose_relative_scale_gy, notes=notes)
     user_mask = read_mask(inputs.mask, notes) if inputs.mask is not None else None
@@ -140,52 +199,58 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
     timings["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    event_region, post_region, brain_source = brain_regions(event, post_op, user_mask, inputs)
+    event_region, post_region, brain_source = brain_regions(event, post_op, user_mask, inputs,
+                                                            pool)
     timings["brain"] = time.perf_counter() - t0
 
+    # "register" lasts until both registrations are done; the event scan's resampling, which
+    # needs only the template registration, runs meanwhile
     t0 = time.perf_counter()
     template = load_template()
-    reg_post = register_rigid(event, post_op, fixed_mask=event_region, moving_mask=post_region,
-                              same_contrast=True)
-    # from the principal axes of both brains: model space follows the anatomy, not the pose
-    # (without a brain of the event scan: from the centroids of the template brain and head)
-    reg_template = register_to_template(template.t1, template.mask, event, event_region,
-                                        skull_on=brain_source != "skull-stripped scan")
-    reg_frame = None
-    if frame is not None:
-        reg_frame = register_rigid(post_op, frame, same_contrast=False)
+    given = read_frame_transform(inputs.dose_frame_transform)
+    post_future = pool.submit(register_rigid, event, post_op, fixed_mask=event_region,
+                              moving_mask=post_region, same_contrast=True)
+    frame_future = pool.submit(register_rigid, post_op, frame, same_contrast=False) \
+        if frame is not None and given is None else None
+    try:
+        # from the principal axes of both brains: model space follows the anatomy, not the
+        # pose (without a brain of the event scan: from the centroids of template brain and head)
+        reg_template = register_to_template(template.t1, template.mask, event, event_region,
+                                            skull_on=brain_source != "skull-stripped scan")
+        model_to_event = affine_matrix(reg_template.transform)
+        reference = model_space_grid(spec.model_space)
+        # The channels fade out at the template's brain edge, a soft mask fixed in model space:
+        # the patient's own mask (extracted ones vary by a few % with the pose) would move that
+        # edge with the pose. The patient's brain picks the voxels the z-score statistics use.
+        soft = template_soft_mask(reference)
+        brain = (soft >= 0.5).astype(np.uint8)
+        stats_region = brain > 0
+        if event_region is not None:
+            stats_region &= resample_to_grid(event_region, reference, model_to_event,
+                                             sitk.sitkNearestNeighbor) > 0
+        if stats_region.sum() < 100:
+            raise InputError("the event scan's brain does not overlap the template's brain "
+                             "after registration", inputs.mask or inputs.event,
+                             fix="check the brain mask (--mask) or that the event scan shows "
+                             "a brain")
+        # T1 scans blur alike in every direction (thick slices to their slab): pose invariance
+        event_arr = resample_to_grid(event, reference, model_to_event, isotropic=True)
+        event_support = scan_support(event, reference, model_to_event)
+    except BaseException:
+        post_future.result()  # its error first, as when it ran first
+        raise
+    reg_post = post_future.result()
+    reg_frame = frame_future.result() if frame_future is not None else None
     timings["register"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    model_to_event = affine_matrix(reg_template.transform)
     model_to_post = affine_matrix(reg_post.transform) @ model_to_event
     model_to_dose = model_to_post
-    if reg_frame is not None:
-        model_to_dose = affine_matrix(reg_frame.transform) @ model_to_post
-    reference = model_space_grid(spec.model_space)
-    # The channels fade out at the template's brain edge, a soft mask fixed in model space: the
-    # patient's own mask (extracted ones vary by a few % with the pose) would move that edge
-    # with the pose. The patient's brain picks the voxels the z-score statistics come from.
-    soft = template_soft_mask(reference)
-    brain = (soft >= 0.5).astype(np.uint8)
-    stats_region = brain > 0
-    if event_region is not None:
-        stats_region &= resample_to_grid(event_region, reference, model_to_event,
-                                  sitk.sitkNearestNeighbor) > 0
-    if stats_region.sum() < 100:
-        raise InputError("the event scan's brain does not overlap the template's brain after "
-                         "registration", inputs.mask or inputs.event,
-                         fix="check the brain mask (--mask) or that the event scan shows a brain")
-    post_arr = resample_to_grid(post_op, reference, model_to_post)
-    event_arr = resample_to_grid(event, reference, model_to_event)
-    dose_arr = resample_to_grid(dose_gy, reference, model_to_dose)
-    timings["resample"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    sel = brain > 0
-    post_support = scan_support(post_op, reference, model_to_post)
-    event_support = scan_support(event, reference, model_to_event)
-    in_dose = points_inside(brain_points(reference, sel), model_to_dose, dose_gy)
+    if reg_frame is not None or given is not None:
+        model_to_dose = (given if reg_frame is None else affine_matrix(reg_frame.transform)) \
+            @ model_to_post
+    # before resampling: a dose beside the brain crops to a sliver the smoothing cannot take
+    in_dose = points_inside(brain_points(reference, brain > 0), model_to_dose, dose_gy)
     coverage = float(in_dose.mean())
     if coverage < MIN_DOSE_COVERAGE:
         raise DoseError(
@@ -194,6 +259,14 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
             fix="give the dose of this patient in the post-op scan's frame, or name the image "
             "the dose is defined in with --dose-frame",
         )
+    (post_arr, post_support), dose_arr = side_by_side(
+        pool, lambda: (resample_to_grid(post_op, reference, model_to_post, isotropic=True),
+                       scan_support(post_op, reference, model_to_post)),
+        lambda: resample_to_grid(dose_gy, reference, model_to_dose))
+    timings["resample"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sel = brain > 0
     channels = {
         "post_op": _zscore(post_arr, stats_region, post_support * soft, "post-op",
                            inputs.post_op),
@@ -211,7 +284,11 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
         "coverage_of_brain": round(coverage, 4),
         "max_gy": round(float(sitk.GetArrayViewFromImage(dose_gy).max()), 3),
         "max_in_brain_gy": round(max_in_brain, 3),
-        "frame": "dose_frame" if frame is not None else "post_op",
+        "high_dose_in_brain": high_dose_in_brain(dose_arr, sel,
+                                                 float(sitk.GetArrayViewFromImage(dose_gy).max())),
+        "frame": "dose_frame" if frame is not None or given is not None else "post_op",
+        "frame_alignment": "given transform" if given is not None else
+        "registered" if reg_frame is not None else "none (same frame)",
     }
     warnings = [f"{name}: registration likely failed ({'; '.join(r['reasons'])})"
                 for name, r in registrations.items() if r["likely_failed"]]

@@ -64,7 +64,10 @@ def run(name: str, kind: str, post, event, dose=None, tmp: Path = Path("."), **o
                    agreement=qa["agreement"]["post_op_event"],
                    ncc=regs["post_op_to_event"]["ncc"],
                    on_head=regs["post_op_to_event"]["on_head"],
-                   template_on_head=regs["event_to_template"]["on_head"])
+                   template_on_head=regs["event_to_template"]["on_head"],
+                   dose_coverage=qa["dose"]["coverage_of_brain"],
+                   high_dose_in_brain=qa["dose"].get("high_dose_in_brain"),
+                   max_in_brain_gy=qa["dose"]["max_in_brain_gy"])
     except RicenetError as err:
         row.update(outcome="refused", reasons=[err.one_line()])
     row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -89,6 +92,9 @@ def main() -> None:
     parser.add_argument("--n-sim", type=int, default=6)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only-wrong", action="store_true", help="only the wrong inputs")
+    parser.add_argument("--only-doses", action="store_true",
+                        help="only the dose pairs: each simulated case's own dose, another "
+                        "case's dose, and the real RTDOSE with the real scans")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qa-cal-"))
     gli = DATA / "BraTS-GLI-00001-000"
@@ -108,6 +114,10 @@ def main() -> None:
         sims[fmt] = sorted((root / "cases").iterdir())
     gli_t1c = t1c["GLI"]
     rows = []
+    if args.only_doses:
+        rows = dose_pairs(sims["nifti"], t1, t1c, tmp)
+        args.out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        return
     if args.only_wrong:
         t1c, t1 = {}, {}
     for p in t1c:  # same patient
@@ -135,6 +145,24 @@ def main() -> None:
                             for o in ("pass", "warn", "fail", "refused")}}
     print(json.dumps(summary, indent=1))
     args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
+
+
+def dose_pairs(cases: list[Path], t1: dict, t1c: dict, tmp: Path) -> list[dict]:
+    """Doses that fit the brain (each simulated case's own) and doses that do not: case j's dose
+    with case i's scans (another patient, its plan in the frame of another scanner session),
+    and the real Pinnacle RTDOSE (not of these patients) with each real T1 -> T1c pair."""
+    rows = []
+    for i, case in enumerate(cases):
+        for j, other in enumerate(cases):
+            kind = "own dose" if i == j else "other dose"
+            rows.append(run(f"sim {case.name} + dose of {other.name}", kind,
+                            case / "post_op.nii.gz", case / "event.nii.gz",
+                            other / "dose.nii.gz", tmp=tmp))
+    rtdose = DATA.parent / "rtdose" / "pinnacle" / "RD.pinnacle.dcm"
+    for p in t1c:
+        rows.append(run(f"{p} T1 -> T1c + Pinnacle RTDOSE", "other dose", t1[p], t1c[p],
+                        rtdose, tmp=tmp))
+    return rows
 
 
 def wrong_inputs(t1c: Path, sims: dict, tmp: Path) -> list[dict]:

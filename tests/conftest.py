@@ -31,3 +31,12 @@ def synthetic_case(tmp_path_factory) -> dict:
     from model_fixtures import write_case
 
     return write_case(tmp_path_factory.mktemp("case"))
+
+
+@pytest.fixture(scope="session")
+def nbia_tree(tmp_path_factory):
+    """tests/cohort_tree.py's NBIA-layout export of four patients, and its truth (built once per
+    session, ~10 s: the cohort and study tests share it)."""
+    from cohort_tree import build_tree
+
+    return build_tree(tmp_path_factory.mktemp("export") / "tree", "nbia")

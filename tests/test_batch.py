@@ -10,7 +10,14 @@ from manifest_fixtures import write_manifest
 from model_fixtures import run_cli
 
 from ricecli.batch import parse_shard, select_shard
-from ricecli.batch_results import RESULT_COLUMNS, ResultsWriter, finished_cases, summarise
+from ricecli.batch_results import (
+    RESULT_COLUMNS,
+    ResultsWriter,
+    finished_cases,
+    read_results,
+    summarise,
+    summary_line,
+)
 from ricecli.errors import OutputError, RicenetError
 from ricecli.inference.model import load_model
 from ricecli.io.manifest import read_manifest
@@ -64,8 +71,45 @@ def test_summarise():
             {"status": "ok", "label": "RICE", "true_label": "recurrence"},
             {"status": "ok", "label": "RICE", "true_label": ""},
             {"status": "error"}]
-    assert summarise(rows) == {"cases": 4, "ok": 3, "failed": 1, "accuracy": 0.5,
-                               "labelled": 2}
+    assert summarise(rows) == {"cases": 4, "ok": 3, "failed": 1, "qa_fail": 0, "errors": 1,
+                               "with_true_label": 2, "labelled": 2, "accuracy": 0.5}
+
+
+def test_summary_says_how_many_labelled_cases_the_accuracy_covers(tmp_path):
+    """The issue's case: 3 of 4 labelled cases failed; the accuracy covers 1 of 4, and says so.
+    The results file is read whole, a retried case counting by its last row."""
+    out = tmp_path / "results.csv"
+    writer = ResultsWriter(out)
+    for row in ({"case_id": "a", "status": "ok", "label": "RICE", "true_label": "RICE"},
+                {"case_id": "b", "status": "error", "true_label": "RICE"},
+                {"case_id": "c", "status": "qa_fail", "true_label": "recurrence"},
+                {"case_id": "d", "status": "error", "true_label": "RICE"}):
+        writer.append(row)  # an earlier run
+    writer.append({"case_id": "b", "status": "error", "true_label": "RICE"})  # --retry-failed
+    rows = read_results(out)
+    assert [r["case_id"] for r in rows] == ["a", "b", "c", "d"]
+    assert summary_line(summarise(rows)) == (
+        "4 case(s): 1 ok, 3 failed (1 failed QA, no label, 2 errors); accuracy 1.000 on the 1 "
+        "of 4 cases with a true label that got an answer (3 got none: not counted)")
+    none = summarise([{"status": "error", "true_label": "RICE"}])
+    assert summary_line(none).endswith("none of the 1 cases with a true label got an answer: "
+                                       "no accuracy")
+    assert read_results(tmp_path / "none.csv") == []
+
+
+def test_batch_refuses_unknown_manifest_columns(tmp_path, tiny_model, capsys):
+    """simulate once wrote `brain_mask`, which batch ignored (and extracted the brain): an
+    unknown column is refused before any case runs, naming it."""
+    manifest = write_manifest(tmp_path, [("c1", "p.nii.gz", "e.nii.gz", "d.nii.gz", "m.nii.gz")],
+                              header=("case_id", "post_op", "event", "dose", "brain_mask"))
+    out = tmp_path / "results.csv"
+    code, stdout, err = run_cli(["batch", str(manifest), "--out", str(out), "--model",
+                                 str(tiny_model), "--device", "cpu"], capsys)
+    (line,) = err.strip().splitlines()
+    assert code == 2 and line.startswith(f"error: {manifest}: manifest has unknown column "
+                                         "'brain_mask'. Fix: rename or remove it; the input "
+                                         "columns are case_id, post_op, event, dose, label, mask")
+    assert not out.exists() and stdout == ""
 
 
 # --- end to end through the CLI, with real preparation and a real ONNX Runtime session --------

@@ -34,7 +34,7 @@ def test_members_calibrated_one_by_one_then_averaged():
     spec = Spec(calibration=cal)
     rec = assess(members.mean(0), members, spec)
     assert rec["probabilities"]["recurrence"] == pytest.approx(want.mean())
-    assert rec["probabilities_raw"]["recurrence"] == pytest.approx(0.6)
+    assert rec["probabilities_uncalibrated"]["recurrence"] == pytest.approx(0.6)
     u = rec["uncertainty"]
     assert u["agreement"] == 0.5 and u["member_sd_p_recurrence"] == pytest.approx(
         np.std(want))
@@ -62,9 +62,9 @@ def test_label_follows_the_calibrated_mean():
         temperature=3.0)))
     probs = result["probabilities"]
     assert result["label"] == max(probs, key=probs.get)
-    assert result["probabilities_raw"]["recurrence"] == pytest.approx(0.505)
+    assert result["probabilities_uncalibrated"]["recurrence"] == pytest.approx(0.505)
     assert "probabilities_calibrated" in result["members"][1]
-    assert csv_fields(result)["p_recurrence_raw"] == "0.505000"
+    assert "p_recurrence_raw" not in csv_fields(result)  # one p in the CSV: the calibrated
     refused = {"label": None, "members": []}  # QA refused: no label appears
     apply_to_result(refused, members.mean(0), members, Spec(calibration=CAL))
     assert refused["label"] is None
@@ -120,10 +120,11 @@ def test_classify_reports_calibration_and_writes_the_sr(tmp_path, calibrated_mod
                     for m in r["members"]])
     want = _sigmoid(np.log(raw[:, 1] / raw[:, 0]) / CAL.temperature).mean()
     assert r["probabilities"]["recurrence"] == pytest.approx(want, abs=1e-6)
-    assert r["probabilities_raw"]["recurrence"] == pytest.approx(raw[:, 1].mean(), abs=1e-6)
+    assert r["probabilities_uncalibrated"]["recurrence"] == pytest.approx(raw[:, 1].mean(),
+                                                                      abs=1e-6)
     assert r["calibration"]["temperature"] == CAL.temperature
     assert isinstance(r["uncertainty"]["uncertain"], bool)
-    assert "calibrated (temperature 2.50" in stdout
+    assert "calibrated: temperature 2.50" in stdout
     assert ("UNCERTAIN" in stdout) == r["uncertainty"]["uncertain"]
     (sr_file,) = out.iterdir()
     assert sr_file.name.startswith("SR_") and sr_file.suffix == ".dcm"
@@ -185,7 +186,7 @@ def test_batch_marks_uncertain_and_writes_dicom(tmp_path, calibrated_model, synt
     assert code == 0
     (row,) = list(csv.DictReader(open(results, newline="")))
     assert row["status"] == "ok" and row["uncertain"] in ("0", "1")
-    assert float(row["p_recurrence_raw"]) != pytest.approx(float(row["p_recurrence"]), abs=1e-9)
+    assert "p_recurrence_raw" not in row  # the CSV shows one p: the calibrated one
     assert len(list((dcm / "c1").glob("SR_*.dcm"))) == 1
     loaded = load_model(calibrated_model)
     assert loaded.spec.calibration == CAL

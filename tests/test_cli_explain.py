@@ -74,17 +74,50 @@ def test_explain_json(explained):
     assert pos["skipped_unchanged"] > 0
     probs = rec["probabilities"]
     assert rec["target"] == max(probs, key=probs.get)  # --target predicted
-    assert rec["target_probability"] == probs[rec["target"]]
+    # one p: the classification's (calibrated when the model has a calibration), in the title
+    assert rec["target_probability"] == rec["classification"][rec["target"]]
+    assert rec["target_probability"] == pytest.approx(probs[rec["target"]], abs=1e-6)
+    assert f"p({rec['target']}) = {rec['target_probability']:.3f}" in rec["overview"]["title"]
+    assert set(rec["classification_uncalibrated"]) == set(probs)
     assert rec["settings"]["channels"] == "each" and rec["cube_voxels_zyx"] == [4, 4, 4]
     assert {"occlusion", "resample_to_event"} <= set(rec["timings_s"])
     assert rec["model"]["name"] == "ricenet-test"
-    # the recorded peak is the map's largest value, at that voxel's world position
+    # the recorded peak is the map's largest |value|, at that voxel's world position
     heat = sitk.ReadImage(str(explained["out"] / "occlusion.nii.gz"))
     arr = sitk.GetArrayFromImage(heat)
     i = rec["peak"]["index_xyz"]
-    assert arr[i[2], i[1], i[0]] == pytest.approx(arr.max(), abs=1e-6)
+    assert abs(arr[i[2], i[1], i[0]]) == pytest.approx(np.abs(arr).max(), abs=1e-6)
     assert np.allclose(heat.TransformIndexToPhysicalPoint(i), rec["peak"]["world_lps_mm"],
                        atol=1e-3)
+
+
+@pytest.mark.slow
+def test_rows_cut_through_the_found_lesion_and_the_strongest_region(explained):
+    rec = json.loads((explained["out"] / "explain.json").read_text())
+    lesion_row, strongest_row = rec["overview"]["rows"]
+    assert lesion_row["name"].startswith("row 1: through the enhancing lesion (found")
+    assert strongest_row["lps_mm"] == pytest.approx(rec["peak"]["world_lps_mm"])
+    # the synthetic event's new enhancement: a 6 mm ball at template (-25, 10, 15) mm
+    from model_fixtures import _moved_template
+
+    _img, move_event = _moved_template(-3.0, (-5.0, 2.0, -6.0), 2.5, seed=2)
+    where = move_event.GetInverse().TransformPoint((-25.0, 10.0, 15.0))
+    assert np.linalg.norm(np.subtract(lesion_row["lps_mm"], where)) < 12.0  # 2 voxels of 6 mm
+    on = rec["map_vs_lesion"]
+    assert on["source"] == "found" and on["lesion"]["voxels"] > 0
+    assert 0.0 <= on["top_fraction_in_lesion"] <= 1.0
+    assert rec["overview"]["colour_scale_delta_p"] == [-0.2, 0.2]
+    assert rec["overview"]["painted"] == (rec["max_abs_delta_p"] >= rec["members_sd_p"])
+
+
+def test_unreadable_lesion_mask_exits_2_before_any_work(tiny_model, synthetic_case, tmp_path,
+                                                         capsys):
+    out, bad = tmp_path / "out", tmp_path / "lesion.nii.gz"
+    bad.write_bytes(b"not an image")
+    code, _, err = run_cli(_args(synthetic_case, synthetic_case["event"], tiny_model, out,
+                                 "--lesion-mask", str(bad)), capsys)
+    assert code == 2 and str(bad) in err and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -79,3 +79,56 @@ def test_info_summary_is_readable(tiny_model, capsys):
     assert "classes:      RICE, recurrence" in lines
     assert "grid:         24 x 28 x 24 voxels of 6 x 6 x 6 mm" in out
     assert "calibration:  none" in out and "{" not in out  # a summary, not JSON
+
+
+def test_version(capsys):
+    from ricecli import __version__
+
+    code, out, err = run_cli(["--version"], capsys)
+    assert (code, out, err) == (0, f"ricecli {__version__}\n", "")
+
+
+@pytest.mark.parametrize("command", ["classify", "explain", "prepare"])
+def test_help_at_80_columns_cuts_nothing(command):
+    """At 80 columns every option name is shown whole (rich cut them: '--dose-relative-sc…'),
+    no line is longer than 80, and --t1 says it takes a file or a folder (PATH)."""
+    from typer.testing import CliRunner
+
+    from ricecli.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"},
+                                prog_name="ricecli")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.output
+    for option in ("--dose-relative-scale GY", "--brain-extraction / --no-brain-extraction",
+                   "--t1 PATH", "--dicom-out DIR"):
+        assert option in result.output or command == "prepare" and option == "--dicom-out DIR"
+    assert "image file or DICOM series folder" in result.output
+
+
+def test_batch_help_has_its_own_exit_codes():
+    from typer.testing import CliRunner
+
+    from ricecli.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["batch", "--help"], env={"COLUMNS": "100"},
+                                       prog_name="ricecli").output.split())
+    assert "a failed case gets no label and exit code 3" not in text  # classify's, not batch's
+    assert "recorded without a label (status qa_fail) and the batch goes on" in text
+    assert "3 if any failed QA, else 1 if any internal error, else 2" in text
+
+
+def test_command_list_at_80_columns_is_whole():
+    """`ricecli --help` lists each command's first sentence whole (click cut them with '...')."""
+    from typer.testing import CliRunner
+
+    from ricecli.cli import app
+
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}, prog_name="ricecli")
+    listing = result.output.split("Commands:")[1]
+    assert result.exit_code == 0 and "..." not in listing and "--version" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    text = " ".join(result.output.split())
+    assert "batch Classify many cases; a failing case is recorded with its error and the rest " \
+        "go on." in text

@@ -62,7 +62,7 @@ def test_help_has_readable_placeholders(args, reference):
 
 
 def test_placeholders_say_what_the_value_is(reference):
-    for option, placeholder in (("--t1", "FILE"), ("--out", "DIR"), ("--model", "FILE"),
+    for option, placeholder in (("--t1", "PATH"), ("--out", "DIR"), ("--model", "FILE"),
                                 ("--dose-relative-scale", "GY"), ("--jobs", "N")):
         assert f"{option} {placeholder} " in reference, option
     assert "--overwrite  " in reference  # a flag takes no value: no placeholder

@@ -90,3 +90,89 @@ def test_model_file_missing(case, tmp_path, capsys):
                      "--dose", case["dose"], "--model", missing], capsys)
     assert line == (f"error: {missing}: model file not found. Fix: check the --model path (a "
                     "ricenet .onnx or .engine file)")
+
+
+# --- an internal error keeps its whole cause; RICENET_DEBUG=1 adds the traceback --------------
+
+def _itk_error() -> RuntimeError:
+    """A real multi-line SimpleITK failure: its cause is on the second line."""
+    import SimpleITK as sitk
+
+    try:
+        sitk.RecursiveGaussian(sitk.Image([5, 5, 3], sitk.sitkFloat32), 1.0, direction=2)
+    except RuntimeError as err:
+        return err
+    raise AssertionError("ITK smoothed 3 voxels")
+
+
+def test_internal_error_line_keeps_the_cause(capsys, monkeypatch):
+    from ricecli.cli import report_error
+
+    monkeypatch.delenv("RICENET_DEBUG", raising=False)
+    assert report_error(_itk_error()) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error: RuntimeError: Exception "
+                                                   "thrown in SimpleITK RecursiveGaussian")
+    assert "The number of pixels along direction 2 is less than 4" in lines[0]
+    assert lines[0].endswith("RICENET_DEBUG=1 shows the traceback)")
+
+
+def test_internal_error_with_debug_prints_the_traceback(capsys, monkeypatch):
+    from ricecli.cli import report_error
+
+    monkeypatch.setenv("RICENET_DEBUG", "1")
+    try:
+        raise ValueError("outer") from _itk_error()
+    except ValueError as err:
+        assert report_error(err) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("Traceback (most recent call last)")
+    assert "in _itk_error" in err_text  # the frames of the cause, too
+    last = err_text.strip().splitlines()[-1]
+    assert last.startswith("internal error: ValueError: outer (caused by RuntimeError: ")
+    assert "less than 4" in last
+
+
+def test_train_without_torch_names_the_extra():
+    """`python -m train fit` where torch and monai cannot be imported: exit 2 and the install
+    line, not an internal ModuleNotFoundError."""
+    import subprocess
+    import sys
+
+    block = """
+import importlib.abc, runpy, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "monai"):
+            raise ImportError(f"blocked import of {name}")
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["python -m train", "fit", "--manifest", "m.csv", "--out", "run"]
+runpy.run_module("train", run_name="__main__")
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", block], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: training needs torch, monai, which are not installed. Fix: install the training "
+        "extra from the checkout: pip install -e '.[train]' (PyTorch, MONAI; CUDA builds: see "
+        "pytorch.org)")
+    assert not (root / "run").exists()
+
+
+def test_relative_beam_dose_names_both_problems_at_once(case, tmp_path, capsys):
+    """An RTDOSE in RELATIVE units of one BEAM: one refusal names both (it took two runs)."""
+    import SimpleITK as sitk
+
+    from ricecli.io.dicom_write import write_rtdose
+
+    rd = write_rtdose(sitk.ReadImage(str(case["dose"])) / 60.0, tmp_path / "RD.beam.dcm",
+                      summation="BEAM", units="RELATIVE")
+    line = _refused(["prepare", "--t1", case["post_op"], "--t1", case["event"], "--dose", rd,
+                     "--out", case["out"]], capsys)
+    assert line == (
+        f"error: {rd}: DoseUnits RELATIVE: the dose is not in Gy; and DoseSummationType BEAM: "
+        "only part of the plan's dose. Fix: export the dose in GY, or give the Gy value of "
+        "relative 1.0 with --dose-relative-scale GY (Gy per stored unit); and export the plan "
+        "dose (DoseSummationType PLAN) from the planning system")
+    assert not case["out"].exists()

@@ -75,7 +75,7 @@ def test_sr_round_trip(tmp_path, event):
     (group,) = sr.content.get_image_measurement_groups()
     values = {m.name.value: m.value for m in group.get_measurements()}
     assert values["RN001"] == pytest.approx(result["probabilities"]["recurrence"])
-    assert values["RN002"] == pytest.approx(result["probabilities_raw"]["recurrence"])
+    assert values["RN002"] == pytest.approx(result["probabilities_uncalibrated"]["recurrence"])
     assert values["RN003"] == pytest.approx(
         result["uncertainty"]["member_sd_p_recurrence"])
     coded = {q.name.value: q.value for q in group.get_qualitative_evaluations()}

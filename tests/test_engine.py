@@ -270,6 +270,25 @@ def test_gpu_failures_become_one_line_with_a_fix():
     assert gpu_error("Invalid input name: volumes2") is None
 
 
+def test_tensorrt_missing_names_the_tensorrt_extra():
+    """What onnxruntime-gpu 1.31.1 said on the H200 without TensorRT (gpu_check.log, 2026-12-04):
+    it was reported as a CUDA problem ("check nvidia-smi") although CUDA ran fine."""
+    from ricecli.inference.gpu import gpu_error, provider_error
+
+    raised = ("/onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc:729 void "
+              "onnxruntime::python::RegisterTensorRTPluginsAsCustomOps(PySessionOptions&, const "
+              "onnxruntime::ProviderOptions&)")
+    logged = ("Failed to load library /tmp/site/onnxruntime/capi/libonnxruntime_providers_"
+              "tensorrt.so with error: libnvinfer.so.10: cannot open shared object file: No such "
+              "file or directory")
+    for text in (raised, logged):
+        err = gpu_error(text)
+        assert err is not None and err.problem.startswith("TensorRT is not installed")
+        assert "ricecli[tensorrt]" in err.fix and "--device cuda" in err.fix
+    err = provider_error(raised, ["TensorrtExecutionProvider", "CUDAExecutionProvider"], "m.onnx")
+    assert "nvidia-smi" not in str(err) and "ricecli[tensorrt]" in str(err)
+
+
 def test_cuda_runtime_codes_and_versions():
     from ricecli.inference.cuda import check_cuda_versions, cuda_error
 
@@ -370,3 +389,14 @@ def test_a_provider_that_raises_is_a_provider_error_auto_can_fall_back_from():
     assert other.problem == "onnxruntime could not start its TensorRT provider (some new failure)"
     cpu = provider_error("Protobuf parsing failed.", [CPU], "m.onnx")
     assert isinstance(cpu, ModelError) and not isinstance(cpu, ProviderError)
+
+
+def test_cuda_sessions_compute_fp32_without_tf32():
+    """On an H200, ORT's default CUDA options (TF32 allowed) moved member probabilities 2.7e-4
+    from the CPU's; with use_tf32=0 they agreed to 6.6e-7 (benchmarks/results/gpu_h200_*)."""
+    from ricecli.inference.gpu import CUDA_EP
+    from ricecli.inference.onnx import _provider_options
+
+    cuda = dict(p for p in _provider_options([CUDA_EP, "CPUExecutionProvider"])
+                if isinstance(p, tuple))
+    assert cuda[CUDA_EP]["use_tf32"] == "0"

@@ -27,7 +27,7 @@ def brain_volume(shape_zyx, channels: int = 3, seed: int = 1) -> tuple[np.ndarra
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    """The incremental depth choice is cached under RICENET_CACHE: not in the home folder."""
+    """Whatever ricecli caches goes under RICENET_CACHE: not in the home folder."""
     monkeypatch.setenv("RICENET_CACHE", str(tmp_path / "cache"))
 
 
@@ -99,7 +99,7 @@ def test_map_equals_captum_and_monai(tiny, cube, stride):
     from ricecli.explain.incremental import IncrementalNetwork
 
     deepest = IncrementalNetwork.from_model(engine.model.path, threads=1, depth=99)  # every layer
-    for incremental in (None, stem, deepest):  # whole volumes, measured depth, all windowed
+    for incremental in (None, stem, deepest):  # whole volumes, counted depth, all windowed
         shift = occlusion_maps(vol, engine, spec.channels, (cube,) * 3, (stride,) * 3,
                                target="recurrence", edges="shift", batch=7,
                                incremental=incremental)

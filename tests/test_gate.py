@@ -12,11 +12,13 @@ from prepare_fixtures import EVENT_POSE, POST_POSE, dose_in, grid, pose, scan
 
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import (
+    MIN_VOXELS,
     TEXTURE_SPLIT,
     check_dose,
     check_dose_patient,
     check_t1,
     check_visits,
+    check_volume,
     texture,
 )
 from ricecli.io.base import tag_image
@@ -158,3 +160,64 @@ def test_wrong_inputs_exit_2_nothing_written(wrong, tiny_model, synthetic_case, 
     assert code == 2, err
     assert lines[-1].startswith("error: ") and len(lines) == 1, err
     assert not out.exists() and list(tmp_path.iterdir()) in ([], [case["dose"]])
+
+
+# --- slivers: fewer than 4 voxels along an axis is refused, not an ITK internal error ---------
+
+@pytest.mark.parametrize("slices", [1, 3])
+def test_a_sliver_of_a_dose_is_refused(dose, slices):
+    n = dose.GetSize()
+    sliver = sitk.RegionOfInterest(dose, [n[0], n[1], slices], [0, 0, n[2] // 2])
+    with pytest.raises(InputError) as err:
+        check_volume(sliver, "dose.nii.gz", "--dose")
+    line = err.value.one_line()
+    assert line.startswith(f"dose.nii.gz: has only {slices} voxel")
+    assert f"along its z axis ({n[0]}x{n[1]}x{slices} voxels, {3.0 * slices:g} mm)" in line
+    assert "given as the --dose. Fix: give the plan's whole dose grid" in line
+    check_volume(sitk.RegionOfInterest(dose, [n[0], n[1], MIN_VOXELS], [0, 0, 0]),
+                 "dose.nii.gz", "--dose")  # four is a volume
+
+
+def test_texture_of_a_thin_volume_is_measured(mr, dose):
+    """A 1 mm scan of 10 slices shrinks to 3 voxels at 3 mm: the texture keeps 4 (no ITK
+    error) and still tells anatomy from dose."""
+    fine = sitk.Resample(mr, grid((80, 96, 10), 1.0), sitk.Transform(), sitk.sitkLinear)
+    fine.SetOrigin(mr.TransformContinuousIndexToPhysicalPoint([0, 0, 30]))
+    fine = sitk.Resample(mr, fine, sitk.Transform(), sitk.sitkLinear)
+    n = dose.GetSize()
+    thin_dose = sitk.RegionOfInterest(dose, [n[0], n[1], 5], [0, 0, n[2] // 2])
+    assert texture(fine) > TEXTURE_SPLIT > texture(thin_dose)
+
+
+def test_a_dose_sliver_through_the_cli_exits_2(tiny_model, synthetic_case, tmp_path, capsys):
+    dose = sitk.ReadImage(str(synthetic_case["dose"]))
+    n = dose.GetSize()
+    sliver = tmp_path / "sliver.nii.gz"
+    sitk.WriteImage(sitk.RegionOfInterest(dose, [n[0], n[1], 3], [0, 0, n[2] // 2]), str(sliver))
+    out = tmp_path / "result.json"
+    code, stdout, err = run_cli(_classify({**synthetic_case, "dose": sliver}, tiny_model, out),
+                                capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {sliver}: has only 3 voxels along its z axis ({n[0]}x{n[1]}x3 voxels, 15 mm): "
+        "the dose grid covers a sliver, not a volume (at least 4 voxels along every axis are "
+        "needed); given as the --dose. Fix: give the plan's whole dose grid (DICOM RTDOSE, or an "
+        "image file in Gy) with --dose"], err
+    assert not out.exists() and "engine:" not in stdout
+
+
+def test_a_dose_beside_the_brain_is_refused_before_resampling(tiny_model, synthetic_case,
+                                                              tmp_path, capsys):
+    """A dose grid that ends just short of the brain: refused with its coverage (exit 2), not
+    a crash in the smoothing of a cropped sliver."""
+    dose = sitk.ReadImage(str(synthetic_case["dose"]))
+    n = dose.GetSize()
+    beside = sitk.RegionOfInterest(dose, [n[0], n[1], 5], [0, 0, 0])
+    beside.SetOrigin(dose.TransformContinuousIndexToPhysicalPoint([0, 0, -8]))
+    path = tmp_path / "beside.nii.gz"
+    sitk.WriteImage(beside, str(path))
+    code, _, err = run_cli(_classify({**synthetic_case, "dose": path}, tiny_model,
+                                     tmp_path / "r.json"), capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {path}: the dose grid does not overlap the post-op "
+                               "scan's brain (0.0% covered)"), lines

@@ -1,7 +1,8 @@
 """Incremental occlusion: windowed layers (the stem only, or deeper: conv, batch norm, ReLU,
 max-pool, residual add) give the same probabilities and maps as whole volumes, for cubes at
-corners, edges and the centre, uneven strides, padding, dilation and bias; the depth chosen by
-measured cost is cached; graphs that do not fit fall back to the plain path with a reason."""
+corners, edges and the centre, uneven strides, padding, dilation and bias; 3D convs run as 2D
+convs over depth slices give the 3D conv's outputs; the depth is counted, not timed; graphs
+that do not fit fall back to the plain path with a reason."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def volume(seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    """The measured depth choice is cached under RICENET_CACHE: keep it per test."""
+    """Whatever ricecli caches goes under RICENET_CACHE: keep it per test."""
     monkeypatch.setenv("RICENET_CACHE", str(tmp_path / "cache"))
 
 
@@ -166,7 +167,7 @@ def test_maps_equal_plain_path(tmp_path, monkeypatch, stem, cube, stride, edges)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
     inc, method = incremental_for(model, engine)
-    assert method == "incremental"  # the depth is measured on the first volume
+    assert method == "incremental"  # the depth is counted on the first volume
     vol = volume(2)
     vol[:, :5] = 0.0  # a slab equal to the fill: skipped positions mix with run ones
     args = (vol, engine, SPEC.channels, (cube,) * 3, (stride,) * 3)
@@ -203,19 +204,59 @@ def test_graphs_off_the_pattern_fall_back(tmp_path, variant, reason):
     assert off is None and label == "plain (incremental off)"
 
 
-def test_depth_is_measured_and_cached(tmp_path):
+def test_depth_is_counted_from_the_layers_work(tmp_path):
+    """The depth comes from counted multiply-adds (no timing): the same on every run."""
     path = write_model(tmp_path / "m.onnx", "resnet_stem", seed=3)
     vol = volume(4)
     cubes = [((0, 1, 2), (slice(z, z + 3), slice(4, 7), slice(2, 5))) for z in range(0, 9, 3)]
     first = IncrementalNetwork.from_model(path, threads=1)
     got = first.probabilities(vol, cubes, 0.0, batch=2)
     assert first.depth in (1, 2) and first.costs["depth"] == [1, 2]
-    assert all(c > 0 for c in first.costs["seconds_per_position"])
-    cached = list((tmp_path / "cache" / "incremental").glob("*.json"))
-    assert len(cached) == 1
-    again = IncrementalNetwork.from_model(path, threads=1)  # new runner: cached choice, unmeasured
+    work = first.costs["work_per_position"]
+    assert all(c > 0 for c in work) and first.depth == 1 + int(work[1] < work[0])
+    again = IncrementalNetwork.from_model(path, threads=1)
     np.testing.assert_array_equal(again.probabilities(vol, cubes, 0.0, batch=2)[0], got[0])
-    assert again.depth == first.depth and again.costs == {}
+    assert again.depth == first.depth and again.costs == first.costs
+
+
+def test_conv_as_depth_slices_equals_3d_conv():
+    """The 2D-over-depth-slices form of 3D convs (strides, dilation, uneven pads, bias, a
+    kernel one deep left alone) gives the 3D conv's outputs on any depth."""
+    import onnx
+    import onnxruntime as ort
+
+    from ricecli.explain.incremental.slices import conv_as_depth_slices
+
+    rng = np.random.default_rng(9)
+    convs = [((3, 3, 3), (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), True),
+             ((3, 5, 4), (3, 1, 2), (1, 2, 0, 0, 1, 2), (2, 1, 1), True),
+             ((7, 7, 7), (2, 2, 2), (3, 3, 3, 3, 3, 3), (1, 1, 1), False),
+             ((2, 3, 3), (2, 1, 1), (0, 1, 1, 1, 1, 1), (1, 1, 1), True),
+             ((1, 1, 1), (2, 2, 2), (0, 0, 0, 0, 0, 0), (1, 1, 1), False)]
+    for i, (kernel, strides, pads, dil, bias) in enumerate(convs):
+        inits = [numpy_helper.from_array(rng.normal(size=(5, 4, *kernel)).astype(np.float32),
+                                         "w")]
+        if bias:
+            inits.append(numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "b"))
+        node = helper.make_node("Conv", ["x", "w", "b"][:2 + bias], ["y"], strides=strides,
+                                pads=pads, dilations=dil)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, ["N", 4, "d", "h", "w"])], [helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 8
+        plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        rewritten = onnx.ModelProto()
+        rewritten.CopyFrom(model)
+        assert conv_as_depth_slices(rewritten) == int(kernel[0] > 1)
+        fast = ort.InferenceSession(rewritten.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        for depth in (9, 10, 13):  # one session, several depths (odd and even for strides)
+            x = rng.normal(size=(3, 4, depth, 11, 12)).astype(np.float32)
+            want = plain.run(None, {"x": x})[0]
+            got = fast.run(None, {"x": x})[0]
+            assert got.shape == want.shape, (i, depth)
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5, err_msg=f"conv {i}")
 
 
 @pytest.mark.slow

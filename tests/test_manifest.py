@@ -86,3 +86,34 @@ def test_training_requires_the_label_column(tmp_path):
     with pytest.raises(InputError, match="lacks columns \\['label'\\]") as err:
         read_manifest(path, also_required=("label",))
     assert "columns case_id, post_op, event, dose, label (dose_unit" in err.value.one_line()
+
+
+def test_unknown_columns_are_refused_naming_them_and_the_known_ones(tmp_path):
+    path = write_manifest(tmp_path, [("c1", "p", "e", "d", "m.nii.gz", "x")],
+                          header=("case_id", "post_op", "event", "dose", "brain_mask", "notes"))
+    with pytest.raises(InputError) as err:
+        read_manifest(path)
+    line = err.value.one_line()
+    assert line.startswith(f"{path}: manifest has unknown columns 'brain_mask', 'notes'. Fix: "
+                           "rename or remove them; the input columns are case_id, post_op, "
+                           "event, dose, label, mask, dose_unit")
+    assert "dose_frame_transform, patient_id, split, post_op_date, event_date" in line
+
+
+def test_what_simulate_and_cohort_write_is_read(tmp_path):
+    """Every column `ricecli simulate` writes is known, and its brain mask is the `mask` batch
+    and train read; the columns `ricecli cohort` adds are known too."""
+    from ricecli.simulate.cohort import MANIFEST_COLUMNS
+
+    row = {c: "" for c in MANIFEST_COLUMNS}
+    row.update(case_id="c1", post_op="p.nii.gz", event="e.nii.gz", dose="d.nii.gz",
+               mask="cases/c1/event_brain_mask.nii.gz", label="RICE", dose_unit="Gy")
+    path = write_manifest(tmp_path, [tuple(row.values())], header=tuple(row))
+    (case,) = read_manifest(path)
+    assert case.mask == (tmp_path / "cases" / "c1" / "event_brain_mask.nii.gz").resolve()
+    cohort = ("case_id", "patient_id", "post_op", "event", "dose", "dose_frame",
+              "dose_frame_transform", "label", "split", "post_op_date", "event_date")
+    (tmp_path / "cohort").mkdir()
+    path = write_manifest(tmp_path / "cohort", [("c1", "P1", "p", "e", "d", "", "", "", "cv",
+                                                 "20250101", "20250601")], header=cohort)
+    assert read_manifest(path)[0].patient_id == "P1"

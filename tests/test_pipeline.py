@@ -53,7 +53,7 @@ def test_classify_gives_the_record_and_the_prepared_case_apart(classified, opene
     from ricecli.prepare import to_tensor
 
     probs, _ = engine.run(to_tensor(classified.case, model.spec)[None])
-    raw = record["probabilities_raw"]
+    raw = record["probabilities_uncalibrated"]
     assert [raw[c] for c in model.spec.classes] == pytest.approx(probs[0].tolist(), abs=1e-6)
 
 

@@ -10,8 +10,14 @@ import SimpleITK as sitk
 
 from ricecli.geometry.axes import principal_axes_start
 from ricecli.geometry.register import register_rigid
-from ricecli.geometry.resample import foreground_mask, working_image
-from ricecli.geometry.template import load_template
+from ricecli.geometry.resample import (
+    antialiased,
+    foreground_mask,
+    resample_to_grid,
+    resolution_mm,
+    working_image,
+)
+from ricecli.geometry.template import load_template, model_space_grid
 from ricecli.inference.calibration import calibrate_members
 from ricecli.inference.engine import open_engine
 from ricecli.inference.model import load_model
@@ -79,6 +85,40 @@ def test_prepare_gives_the_same_bits_run_after_run_and_across_threads(synthetic_
         again.qa["registration"]["event_to_template"]["rotation_deg"]
 
 
+def _in_model_space(image: sitk.Image, isotropic: bool) -> np.ndarray:
+    """The image's centre placed at the model-space centre, resampled onto the model grid."""
+    grid = model_space_grid(SPEC.model_space)
+    size = np.asarray(image.GetSize())
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
+    model_centre = np.asarray(grid.TransformContinuousIndexToPhysicalPoint(
+        ((np.asarray(grid.GetSize()) - 1) / 2).tolist()))
+    matrix = np.eye(4)
+    matrix[:3, 3] = centre - model_centre
+    return resample_to_grid(image, grid, matrix, isotropic=isotropic)
+
+
+def test_isotropic_smoothing_leaves_1mm_scans_bit_identical_and_evens_thick_slices():
+    """Scans finer than model space are smoothed exactly as before (same bits); a thick-slice
+    scan is smoothed in-plane to its slab: a point blurs alike along every axis."""
+    t1 = sitk.Cast(load_template().t1, sitk.sitkFloat32)  # 1 mm
+    assert np.array_equal(_in_model_space(t1, True), _in_model_space(t1, False))
+    point = sitk.Image([96, 96, 24], sitk.sitkFloat32)  # 1 x 1 x 6 mm, a point at the centre
+    point.SetSpacing([1.0, 1.0, 6.0])
+    point[48, 48, 12] = 1.0
+
+    def spread(arr: np.ndarray, axis: int) -> float:  # sd in mm about the centre (z, y, x)
+        profile = arr.sum(axis=tuple(a for a in range(3) if a != axis))
+        mm = (np.arange(profile.size) - profile.size // 2) * (6.0 if axis == 0 else 1.0)
+        return float(np.sqrt((profile * mm**2).sum() / profile.sum()))
+
+    before = sitk.GetArrayFromImage(antialiased(point, 3.0))
+    now = sitk.GetArrayFromImage(antialiased(point, resolution_mm(point, 3.0, True)))
+    # before: 1.41 mm in-plane, the slab axis untouched; now in-plane sigma
+    # 0.5 * sqrt(6^2 - 1^2) = 2.96 mm, the scale of the 6 mm slab itself
+    assert 1.3 < spread(before, 2) < 1.5 and spread(before, 0) == 0
+    assert 2.8 < spread(now, 2) < 3.1 and 2.8 < spread(now, 1) < 3.1 and spread(now, 0) == 0
+
+
 def _real_case(shared_data, tmp_path, name: str, event: str, post_op: str) -> tuple:
     folder = shared_data / "mri" / name
     dose = tmp_path / "dose.nii.gz"
@@ -110,9 +150,9 @@ def test_a_real_case_classified_three_times_gives_the_same_bits(shared_data, tmp
 @pytest.mark.parametrize("name,event,post_op,poses,min_corr,max_spread", [
     ("BraTS-GLI-00001-000", "BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t1n.nii.gz",
      POSES, 0.97, 0.02),
-    # skull on, 5.5 mm slices: a posed copy of so thick a slab loses detail itself (with the
-    # exact inverse motion the event channel correlates 0.969): benchmarks/pose.py
-    ("TCGA-FG-6692", "TCGA-FG-6692_t1c.nii.gz", "TCGA-FG-6692_t1.nii.gz", POSES[1:], 0.93,
+    # skull on, 5.5 mm slices (issue 21: >= 0.96; 0.954 before the isotropic smoothing of
+    # thick-slice scans, 0.966 with it): benchmarks/pose.py
+    ("TCGA-FG-6692", "TCGA-FG-6692_t1c.nii.gz", "TCGA-FG-6692_t1.nii.gz", POSES, 0.96,
      0.04),
 ])
 def test_the_same_scan_in_other_poses_gives_the_same_channels_and_answer(

@@ -157,3 +157,25 @@ def test_user_mask_in_the_event_frame(base, case_files, tmp_path):
     case = prepare_case(CaseInputs(**case_files, mask=path), SPEC)
     a, b = case.brain_mask > 0, base.brain_mask > 0
     assert case.qa["brain_mask"] == "user" and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95
+
+
+def test_side_by_side_reports_errors_in_the_order_the_steps_are_named():
+    """Two steps run at once, but a refusal names the same input as when they ran in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ricecli.errors import InputError
+    from ricecli.prepare import side_by_side
+
+    def refuse(name: str):
+        def step() -> None:
+            raise InputError("refused", name)
+        return step
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert side_by_side(pool, lambda: 1, lambda: 2) == (1, 2)
+        for first, second, named in ((refuse("post_op"), refuse("event"), "post_op"),
+                                     (lambda: 1, refuse("event"), "event"),
+                                     (refuse("post_op"), lambda: 2, "post_op")):
+            with pytest.raises(InputError) as err:
+                side_by_side(pool, first, second)
+            assert str(err.value.path) == named

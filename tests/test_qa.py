@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from model_fixtures import run_cli
 from prepare_fixtures import EVENT_POSE, grid, pose, scan
 
-from ricecli.qa import MIN_AGREEMENT, agreement, decide, summary_lines
+from ricecli.qa import MIN_AGREEMENT, agreement, decide, high_dose_in_brain, summary_lines
 from ricecli.simulate.posed import centred_dose
 
 
@@ -35,7 +35,12 @@ def test_a_clean_case_passes():
                                             "reasons": ["only 40% on the head"]}}},
      "registration post-op -> event failed (only 40% on the head)"),
     ({"agreement": {"post_op_event": 0.3}}, "do not line up"),
-    ({"dose": {"coverage_of_brain": 0.13, "max_in_brain_gy": 0.58}}, "misses most of the brain"),
+    ({"dose": {"coverage_of_brain": 0.13, "max_in_brain_gy": 0.58}},
+     "the dose grid covers only 13% of the brain (at least 75% needed)"),
+    ({"dose": {"coverage_of_brain": 0.55, "max_in_brain_gy": 60.0}},  # half the brain
+     "the dose grid covers only 55% of the brain"),
+    ({"dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 30.0, "high_dose_in_brain": 0.3}},
+     "only 30% of the dose's high-dose region (>= 50% of its maximum) lies in this brain"),
     ({"dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 0.58}}, "peaks at 0.58 Gy"),
     ({"fov_coverage_of_brain": {"post_op": 1.0, "event": 0.3}}, "event scan covers only 30%"),
 ])
@@ -91,6 +96,7 @@ def test_qa_fail_gives_no_label_exit_3_unless_accepted(tiny_model, synthetic_cas
     assert any("peaks at" in r for r in record["qa"]["reasons"])
     text = " ".join(text.split())
     assert "QA failed, no label: the dose peaks at" in text and "p(recurrence)" not in text
+    assert text.count("QA") == 1 and text.count("peaks at") == 1  # said once
 
     code, text, err = run_cli([*args, "--overwrite", "--accept-qa-failure"], capsys)
     assert code == 0, err
@@ -132,3 +138,36 @@ def test_the_summary_says_which_brain_mask_was_used():
     qa = decide(_qa())
     qa["brain_mask"] = "extracted (deepbet)"
     assert summary_lines(qa)[-1] == "brain mask: extracted (deepbet)"
+
+
+def test_a_fail_reason_is_not_repeated_as_a_warning():
+    qa = decide(_qa(warnings=["the dose grid covers only 40% of the brain", "other"],
+                    dose={"coverage_of_brain": 0.4, "max_in_brain_gy": 60.0}))
+    assert qa["warnings"] == ["other"]
+    assert [r for r in qa["reasons"] if "covers only" in r] == [
+        "the dose grid covers only 40% of the brain (at least 75% needed): the dose of another "
+        "patient or frame, or a grid cut short"]
+
+
+def test_high_dose_in_brain():
+    brain = np.zeros((10, 10, 10), bool)
+    brain[2:8, 2:8, 2:8] = True
+    dose = np.zeros(brain.shape)
+    dose[3:6, 3:6, 3:6] = 60.0  # the target: in the brain
+    assert high_dose_in_brain(dose, brain, 60.0) == 1.0
+    dose[:, :, 8:] = 60.0  # as much again outside it: 27 of 227 high-dose voxels inside
+    assert high_dose_in_brain(dose, brain, 60.0) == pytest.approx(27 / 227, abs=1e-4)
+    assert high_dose_in_brain(dose, brain, 200.0) == 0.0  # the grid's hot spot is elsewhere
+    assert high_dose_in_brain(dose * 0, brain, 0.0) is None
+
+
+def test_prepare_prints_one_total():
+    from ricecli.commands.prepare import summary_lines as prepare_lines
+
+    qa = decide(_qa())
+    for reg in qa["registration"].values():
+        reg.update(metric=-0.5, iterations=10, seconds=1.0)
+    qa["dose"].update(max_gy=60.0)
+    qa["timings_s"] = {"read": 1.0, "register": 2.0, "total": 3.5}
+    (line,) = [x for x in prepare_lines(qa, 3.6) if x.startswith("time:")]
+    assert line == "time: read 1.00 s, register 2.00 s; total 3.60 s"

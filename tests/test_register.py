@@ -77,3 +77,35 @@ def test_tre_on_real_scans_below_1mm(shared_data, case):
     reg = register_rigid(fixed, volume)
     assert tre_mm(reg.transform, truth, mask) < 1.0
     assert not reg.failed
+
+
+def test_single_threaded_blocks_overlapping_on_two_threads_restore_the_count():
+    """prepare runs two registrations side by side: while either runs ITK stays on one thread,
+    and the count is restored only when both are done (not left at 1, not restored early)."""
+    import threading
+
+    from ricecli.geometry.register import single_threaded_itk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+    first_in, second_done = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def first() -> None:
+        with single_threaded_itk():
+            first_in.set()
+            second_done.wait(10)
+            seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+
+    try:
+        worker = threading.Thread(target=first)
+        worker.start()
+        first_in.wait(10)
+        with single_threaded_itk():
+            seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+        second_done.set()  # the second block ended first: the first still needs one thread
+        worker.join(10)
+        assert seen == [1, 1]
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 2
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)

@@ -148,7 +148,7 @@ def test_cli_cohort_manifest_classes_and_dose(cohort):
         img = sitk.ReadImage(str(cohort / r["event"]))
         sizes.add((img.GetSize(), img.GetDirection()))
         assert truth["skull_on"] == bool(int(r["skull_on"]))
-        brain = sitk.ReadImage(str(cohort / r["brain_mask"]))
+        brain = sitk.ReadImage(str(cohort / r["mask"]))  # the manifest's brain mask column
         assert brain.GetSize() == img.GetSize() and _arr(brain).sum() > 1000
     assert len(sizes) == COHORT_N  # grids differ between cases
     assert [int(r["skull_on"]) for r in rows] == [0, 1, 1]

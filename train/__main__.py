@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,27 @@ from ricecli.errors import RicenetError
 from ricecli.spec import CHANNELS, TRAINING_PRESETS
 
 app = typer.Typer(cls=ReadableGroup, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None,  # plain help, as ricecli's (no cut option names)
                   help="Train, evaluate and ablate ricenet models (RICE-NET protocol).")
+TRAINING_STACK = ("torch", "monai", "safetensors")  # what every command here imports
+TRAIN_FIX = ("install the training extra from the checkout: pip install -e '.[train]' "
+             "(PyTorch, MONAI; CUDA builds: see pytorch.org)")
+
+
+def _require_training_stack() -> None:
+    """Exit 2 naming the extra to install when torch/monai are missing (not an internal
+    ModuleNotFoundError from deep inside train/)."""
+    missing = []
+    for name in TRAINING_STACK:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise RicenetError(f"training needs {', '.join(missing)}, which "
+                           f"{'is' if len(missing) == 1 else 'are'} not installed", fix=TRAIN_FIX)
 
 
 def _channels(text: str) -> tuple[str, ...]:
@@ -87,6 +108,7 @@ def fit(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
         fold: str = FIT_OPTS["fold"],
         resume: bool = typer.Option(False, help="continue RUN from its last checkpoints")) -> None:
     """Prepare (cached), then train K fold models with patient-level stratified CV."""
+    _require_training_stack()
     cfg = _config(**dict(locals()))
     from train.fit import run_fit
 
@@ -96,6 +118,7 @@ def fit(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
 @app.command("fit-config", hidden=True, cls=ReadableCommand)
 def fit_config(path: Path) -> None:
     """Run a fit from a FitConfig JSON (used by ablate --jobs)."""
+    _require_training_stack()
     from train.fit import FitConfig, run_fit
 
     d = json.loads(path.read_text())
@@ -114,6 +137,7 @@ def evaluate(run: Path = typer.Option(..., help="run folder written by fit"),
              bootstrap: int = typer.Option(2000, help="bootstrap resamples for 95% CIs"),
              seed: int = typer.Option(0)) -> None:
     """Fold ensemble (majority vote and mean probability) with bootstrap 95% CIs."""
+    _require_training_stack()
     from train.evaluate import run_evaluate
 
     run_evaluate(run, manifest, split, cache, device, workers, bootstrap, seed)
@@ -133,6 +157,7 @@ def ablate(manifest: Path = FIT_OPTS["manifest"], out: Path = FIT_OPTS["out"],
            bootstrap: int = typer.Option(1000, help="bootstrap resamples for test CIs")) -> None:
     """All 7 channel subsets on the same folds -> DIR/ablation.md and ablation.json."""
     kw = {k: v for k, v in locals().items() if k not in ("jobs", "bootstrap")}
+    _require_training_stack()
     from train.ablate import run_ablate
 
     cfg = _config(**kw, channels=",".join(CHANNELS), micro_batch=0, folds_file="", fold="")

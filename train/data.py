@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -48,6 +49,7 @@ class CaseRecord:
     dose_fractions: int | None = None
     dose_frame: str | None = None
     dose_relative_scale_gy: float | None = None
+    dose_frame_transform: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +71,8 @@ def _label(value: str | None, manifest: Path, case_id: str) -> int:
 
 def _split(value: str | None, manifest: Path, case_id: str) -> str:
     split = (value or "cv").lower()
+    if re.fullmatch(r"fold\d+", split):  # ricecli cohort's patient-level folds: all CV cases
+        return "cv"
     if split not in ("cv", "test"):
         raise InputError(f"case {case_id}: split {split!r} is not cv or test", manifest,
                          "use cv (cross-validation) or test (held out)")
@@ -88,6 +92,7 @@ def read_manifest(path: str | Path) -> list[CaseRecord]:
         label=_label(c.label, path, c.case_id), split=_split(c.split, path, c.case_id),
         mask=_str(c.mask), dose_unit=c.dose_unit, dose_fractions=c.dose_fractions,
         dose_frame=_str(c.dose_frame), dose_relative_scale_gy=c.dose_relative_scale_gy,
+        dose_frame_transform=_str(c.dose_frame_transform),
     ) for c in parse_manifest(path, also_required=("label",))]
 
 
@@ -107,11 +112,13 @@ def spec_hash(spec: Spec) -> str:
 def case_key(record: CaseRecord, spec: Spec) -> str:
     """Hash of everything the prepared arrays depend on."""
     inputs = {k: _identity(getattr(record, k)) for k in ("post_op", "event", "dose")}
-    for key in ("mask", "dose_frame"):  # optional inputs: keys of cases without them unchanged
+    # optional inputs: keys of cases without them unchanged
+    for key in ("mask", "dose_frame", "dose_frame_transform"):
         if getattr(record, key):
             inputs[key] = _identity(getattr(record, key))
     options = {k: v for k, v in asdict(record).items()
-               if k.startswith("dose_") or k == "case_id"}
+               if (k.startswith("dose_") or k == "case_id")
+               and not (k == "dose_frame_transform" and v is None)}
     blob = json.dumps({"spec": spec.cache_key(), "inputs": inputs, "options": options,
                        "format": CACHE_FORMAT, "ricecli": __version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -139,7 +146,8 @@ def _prepare_one(record: CaseRecord, spec_json: str, out: str) -> float:
     inputs = CaseInputs(post_op=record.post_op, event=record.event, dose=record.dose,
                         mask=record.mask, dose_unit=record.dose_unit,
                         dose_fractions=record.dose_fractions, dose_frame=record.dose_frame,
-                        dose_relative_scale_gy=record.dose_relative_scale_gy)
+                        dose_relative_scale_gy=record.dose_relative_scale_gy,
+                        dose_frame_transform=record.dose_frame_transform)
     case = prepare_case(inputs, Spec.from_json(spec_json))
     write_cached(Path(out), case.channels, case.brain_mask, case.qa)
     return time.perf_counter() - t0

@@ -12,8 +12,9 @@ from ricecli.commands import options as opt
 
 def command(
     manifest: Annotated[Path, typer.Argument(
-        help="CSV with case_id, post_op, event, dose (label, dose_unit, dose_fractions "
-        "optional); paths relative to its folder.")],
+        help="CSV with case_id, post_op, event, dose (label, mask, dose_unit, "
+        "dose_fractions, ... optional; an unknown column is refused); paths relative to its "
+        "folder.")],
     out: Annotated[Path, typer.Option(
         "--out", help="Results CSV; cases already in it are skipped (resume).")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases run in parallel.")] = 1,
@@ -29,7 +30,10 @@ def command(
         "appended; the last row of a case counts).")] = False,
     model: opt.ModelOpt = None,
     device: opt.DeviceOpt = "auto",
-    accept_qa_failure: opt.AcceptQaOpt = False,
+    accept_qa_failure: Annotated[bool, typer.Option(
+        "--accept-qa-failure", help="Give a case its label even when its QA fails (marked in "
+        "its row); without it the case is recorded without a label (status qa_fail) and the "
+        "batch goes on.")] = False,
     dicom_out: Annotated[Path | None, typer.Option(
         "--dicom-out", help="Also write a DICOM SR per case (and, with --explain, the "
         "occlusion map as a Parametric Map) into DIR/<case_id>/; event scans must be DICOM "
@@ -43,7 +47,15 @@ def command(
     from rich.console import Console
 
     from ricecli.batch import BatchSettings, parse_shard, run_cases, select_shard
-    from ricecli.batch_results import ResultsWriter, Row, exit_code, finished_cases, summarise
+    from ricecli.batch_results import (
+        ResultsWriter,
+        Row,
+        exit_code,
+        finished_cases,
+        read_results,
+        summarise,
+        summary_line,
+    )
     from ricecli.errors import RicenetError
     from ricecli.io.files import check_output_file, check_writable, input_paths, refuse_inputs
     from ricecli.io.manifest import read_manifest
@@ -100,13 +112,10 @@ def command(
                 bar.console.print(f"[yellow]{row['case_id']} QA warn:[/] {row['qa_reasons']}",
                                   highlight=False)
             bar.advance(task)
-    summary = summarise(rows)
-    acc = f", accuracy {summary['accuracy']:.3f} on {summary['labelled']} labelled" \
-        if "accuracy" in summary else ""
-    qa_fail = f" ({summary['qa_fail']} of them failed QA, no label)" \
-        if summary.get("qa_fail") else ""
-    console.print(f"done: {summary['ok']} ok, {summary['failed']} failed{qa_fail}{acc}; "
-                  f"results in {out}")
+    ran = summarise(rows)
+    console.print(f"done: this run {ran['ok']} ok, {ran['failed']} failed; the results file "
+                  f"{out} (earlier runs included) holds "
+                  f"{summary_line(summarise(read_results(out)))}", highlight=False)
     code = exit_code(rows)
     if code:
         console.print(f"every case of this run failed: exit code {code}")

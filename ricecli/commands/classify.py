@@ -28,6 +28,7 @@ def command(
     dose_fractions: opt.DoseFractionsOpt = None,
     dose_relative_scale: opt.DoseRelScaleOpt = None,
     dose_frame: opt.DoseFrameOpt = None,
+    dose_frame_transform: opt.DoseFrameTransformOpt = None,
     brain_extraction: opt.BrainExtractionOpt = True,
     dicom_out: opt.DicomOutOpt = None,
 ) -> None:
@@ -41,7 +42,7 @@ def command(
     from ricecli.outputs.record import to_json
 
     inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                             dose_frame, brain_extraction)
+                             dose_frame, brain_extraction, dose_frame_transform)
     in_paths = input_paths(inputs, model=model)  # every input: no output may touch one
     # fail before the slow part, not after it
     if json_out is not None and json_out != Path("-"):
@@ -54,18 +55,20 @@ def command(
         check_dicom_out(dicom_out, inputs.event, in_paths)
     loaded, engine = pipeline.open_model(model, device)
     console = Console(stderr=json_out == Path("-"))
-    console.print(f"engine: {describe(engine)}")
     with console.status("preparing the case (read, register, resample) and classifying"):
         result = pipeline.classify(inputs, loaded, engine, save_prepared=save_prepared,
                                    overwrite=overwrite, accept_qa_failure=accept_qa_failure)
+    console.print(f"engine: {describe(engine)}")  # after the gate: a refusal is one line
     print_summary(result.record, console)
+    if dicom_out is not None:  # before the JSON: it records how header values were cleaned
+        for path in pipeline.write_dicom(result, dicom_out):
+            console.print(f"DICOM written: {path}")
+        for line in result.record.get("dicom_header_notes") or []:
+            console.print(f"DICOM header: {line}", markup=False)
     if json_out == Path("-"):
         typer.echo(to_json(result.record), nl=False)
     elif json_out is not None:
         write_text_atomic(json_out, to_json(result.record), in_paths, overwrite)
         console.print(f"result written to {json_out}")
-    if dicom_out is not None:
-        for path in pipeline.write_dicom(result, dicom_out):
-            console.print(f"DICOM written: {path}")
     if not result.labelled:  # QA failed: the JSON says why, the exit code says so
         raise typer.Exit(EXIT_QA_FAILED)

@@ -15,7 +15,6 @@ import typer
 from ricecli.commands import options as opt
 
 if TYPE_CHECKING:
-    from ricecli.explain.occlusion import ExplainResult
     from ricecli.simulate.case import SimulatedCase
 
 
@@ -67,7 +66,7 @@ def command(
     loaded, engine = pipeline.open_model(model, device)
     console.print(f"model: {loaded.name} {loaded.version} ({loaded.path.name}); "
                   f"engine: {describe(engine)}")
-    rows: list[tuple[SimulatedCase, dict[str, Any], ExplainResult | None]] = []
+    rows: list[tuple[SimulatedCase, dict[str, Any], str | None]] = []
     with staged_output(out, in_paths, overwrite) as stage:
         with console.status("simulating one RICE and one recurrence case"):
             cases = clear_case_of_each_class(seed)
@@ -78,7 +77,9 @@ def command(
                                 dose=stage / row["dose"])
             with console.status(f"{sim.case_id}: preparing and classifying"):
                 result = pipeline.classify(inputs, loaded, engine)
-            explained = None
+            # the JSON names the inputs where they will be, not in the staging folder
+            result.record["inputs"] = final_paths(result.record["inputs"], stage, out)
+            top_in_lesion = None
             if not result.labelled:  # QA failed: no label, nothing to explain
                 console.print(f"[red]{sim.case_id}: {qa_line(result.record)}[/]",
                               highlight=False)
@@ -86,33 +87,34 @@ def command(
                 (folder / "explain").mkdir()
                 update, bar = rich_progress(f"{sim.case_id}: occlusion map")
                 with bar:
-                    explained = pipeline.explain(result, loaded, engine, OcclusionSettings(),
-                                                 folder / "explain", progress=update)
+                    pipeline.explain(result, loaded, engine, OcclusionSettings(),
+                                     folder / "explain", progress=update)
+                top_in_lesion = _top_in_lesion(folder / "explain" / "explain.json")
             record = result.record
             record["truth"] = {"label": sim.label, "p_recurrence": sim.truth["p_recurrence"],
                                "lesion_site": sim.truth["lesion"]["site"],
                                "lesion_centre_event_mm": sim.truth["lesion"]["centre_event_mm"]}
             (folder / "result.json").write_text(to_json(record))
-            rows.append((sim, record, explained))
+            rows.append((sim, record, top_in_lesion))
         summary = [{"case_id": sim.case_id, "truth": sim.label,
                     "ideal_p_recurrence": sim.truth["p_recurrence"], "predicted": res["label"],
                     "p_recurrence": _p_recurrence(res), "qa_verdict": res["qa"].get("verdict"),
-                    "peak_event_mm": None if exp is None else list(exp.peak_mm)}
-                   for sim, res, exp in rows]
+                    "top_5pct_of_map_in_lesion": top}
+                   for sim, res, top in rows]
         (stage / "demo.json").write_text(json.dumps(
             {"cases": summary, "seconds": round(time.perf_counter() - start, 1),
              "model": loaded.summary()}, indent=2, default=str) + "\n")
 
     table = Table(title="ricenet demo (simulated cases; research use only)")
     for col in ("case", "truth", "ideal p(rec)", "predicted", "p(rec)", "votes RICE:rec",
-                "peak (LPS mm)", "QA"):
+                "top 5 % of map in lesion", "QA"):
         table.add_column(col)
-    for sim, res, exp in rows:
-        p_rec = _p_recurrence(res)
+    for sim, res, top in rows:
+        p_rec = _p_recurrence(res)  # the calibrated p, as in result.json and overview.png
         votes = ":".join(str(v) for v in (res["votes"] or {}).values()) or "-"
         table.add_row(sim.case_id, sim.label, f"{sim.truth['p_recurrence']:.2f}",
                       res["label"] or "no label", "-" if p_rec is None else f"{p_rec:.3f}",
-                      votes, "-" if exp is None else " ".join(f"{v:.0f}" for v in exp.peak_mm),
+                      votes, top or "-",
                       str(res["qa"].get("verdict")))
     Console().print(table)
     console.print(
@@ -132,3 +134,22 @@ def _p_recurrence(result: dict[str, Any]) -> float | None:
     """p(recurrence) of a result, None when QA failed and no answer was given."""
     probs = result.get("probabilities")
     return None if probs is None else probs["recurrence"]
+
+
+def final_paths(inputs: dict[str, Any], stage: Path, out: Path) -> dict[str, Any]:
+    """The inputs record with every path inside the staging folder moved to `out` (where the
+    files are once the demo finishes; the staging folder is gone by then)."""
+    moved = dict(inputs)
+    for key, value in inputs.items():
+        if isinstance(value, str) and Path(value).is_relative_to(stage):
+            moved[key] = str(Path(out).absolute() / Path(value).relative_to(stage))
+    return moved
+
+
+def _top_in_lesion(explain_json: Path) -> str:
+    """"yes (N %)" / "no" / "no lesion": whether the map's top 5 % touches the found lesion."""
+    on = json.loads(explain_json.read_text()).get("map_vs_lesion") or {}
+    if not (on.get("lesion") or {}).get("voxels"):
+        return "no lesion found"
+    share = float(on.get("top_fraction_in_lesion") or 0.0)
+    return f"yes ({share:.1%})" if on.get("top_touches_lesion") else "no"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,15 +48,20 @@ def command(
     dose_fractions: opt.DoseFractionsOpt = None,
     dose_relative_scale: opt.DoseRelScaleOpt = None,
     dose_frame: opt.DoseFrameOpt = None,
+    dose_frame_transform: opt.DoseFrameTransformOpt = None,
     brain_extraction: opt.BrainExtractionOpt = True,
     accept_qa_failure: opt.AcceptQaOpt = False,
     dicom_out: opt.DicomOutOpt = None,
+    lesion_mask: Annotated[Path | None, typer.Option(
+        "--lesion-mask", help="0/1 mask of the enhancing lesion on the event scan (any grid "
+        "in its frame); default: the largest region of new enhancement, found.")] = None,
 ) -> None:
     """Occlusion sensitivity maps: which regions drove the answer (research use only)."""
     from rich.console import Console
 
     from ricecli import pipeline
     from ricecli.errors import EXIT_QA_FAILED
+    from ricecli.explain.lesion import read_lesion_mask
     from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, input_paths, staged_output
     from ricecli.outputs.record import qa_line
@@ -65,10 +71,11 @@ def command(
                                  channels=channels, target=target, batch=batch, region=region,
                                  edges=edges, incremental=incremental).check()
     inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                             dose_frame, brain_extraction)
+                             dose_frame, brain_extraction, dose_frame_transform)
     # every input (--dose-frame and --model too): --out may not be, hold or lie in one
-    in_paths = input_paths(inputs, model=model)
+    in_paths = input_paths(inputs, model=model, extra=[lesion_mask])
     check_output_dir(out, in_paths, overwrite)  # fail before the slow part
+    given = None if lesion_mask is None else read_lesion_mask(lesion_mask)
     if dicom_out is not None:
         from ricecli.outputs.dicom import check_dicom_out
 
@@ -87,7 +94,8 @@ def command(
             update, bar = rich_progress("occluding")
             with bar:
                 explained = pipeline.explain(result, loaded, engine, settings, staging,
-                                             progress=update)
+                                             progress=update, lesion_mask=given)
+            record = json.loads((staging / "explain.json").read_text())
     qa = result.record["qa"]
     if explained is None:
         console.print(f"[bold red]{qa_line(result.record)}[/] (explain.json in {out})",
@@ -96,24 +104,33 @@ def command(
     if result.record.get("label_despite_qa_failure"):
         console.print(f"[bold red]QA failed; maps made anyway (--accept-qa-failure), do not "
                       f"trust them:[/] {'; '.join(qa.get('reasons', []))}", highlight=False)
-    for line in _summary_lines(explained, qa, out):
+    for line in _summary_lines(explained, record, qa, out):
         console.print(line, highlight=False)
     if dicom_out is not None:
         for path in pipeline.write_dicom(result, dicom_out, explained):
             console.print(f"DICOM written: {path}")
 
 
-def _summary_lines(explained: ExplainResult, qa: dict[str, Any], out: Path) -> list[str]:
-    """The QA verdict and notes (nothing in explain.json unseen), what ran, and where to look."""
+def _summary_lines(explained: ExplainResult, record: dict[str, Any], qa: dict[str, Any],
+                   out: Path) -> list[str]:
+    """The QA verdict and notes (nothing in explain.json unseen), the one calibrated p, what
+    ran, where the map's strongest voxels lie relative to the lesion, and where to look."""
     from ricecli.qa import summary_lines
 
     maps, target = explained.model_maps, explained.target
     pos = maps.positions
     peak = ", ".join(f"{v:.1f}" for v in explained.peak_mm)
+    on = record.get("map_vs_lesion") or {}
+    where = ("no enhancing lesion found (give one with --lesion-mask)"
+             if not (on.get("lesion") or {}).get("voxels") else
+             f"top 5 % of the map: {on['top_fraction_in_lesion']:.0%} inside the lesion "
+             f"({'found' if on.get('source') == 'found' else 'given'})")
+    strength = (record["overview"]["note"] if not record["overview"]["painted"] else
+                f"strongest |delta p| {record['max_abs_delta_p']:.3f} at LPS ({peak}) mm")
     return [*summary_lines(qa),
-            f"p({target}) = {explained.probabilities[target]:.3f}; "
+            f"p({target}) = {record['target_probability']:.3f} (calibrated); "
             f"{pos['run']} of {pos['total']} cube positions run "
             f"({pos['skipped_unchanged']} unchanged, {pos['skipped_outside_region']} outside the "
-            f"brain skipped), {maps.seconds.get('volumes_per_s')} volumes/s; peak at LPS "
-            f"({peak}) mm",
+            f"brain skipped), {maps.seconds.get('volumes_per_s')} volumes/s",
+            f"{strength}; {where}",
             f"maps written to {out}/ (occlusion.nii.gz, overview.png, explain.json)"]

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from ricecli.prepare import CaseInputs
 
 T1Opt = Annotated[list[Path], typer.Option(
-    "--t1", help="T1c scans: first the post-operative (planning) scan, then the event scan.")]
+    "--t1", help="T1c scans (image file or DICOM series folder): first the post-operative "
+    "(planning) scan, then the event scan.")]
 # a list, so that a repeated --dose is refused (a plain option would silently keep the last)
 DoseOpt = Annotated[list[Path], typer.Option(
     "--dose", help="RT dose: DICOM RTDOSE (file or folder) or an image file in Gy.")]
@@ -30,6 +31,9 @@ DoseRelScaleOpt = Annotated[float | None, typer.Option(
 DoseFrameOpt = Annotated[Path | None, typer.Option(
     "--dose-frame", help="Image (planning CT or MR) whose frame the dose is defined in, when "
     "that is not the post-op scan's.")]
+DoseFrameTransformOpt = Annotated[Path | None, typer.Option(
+    "--dose-frame-transform", help="Rigid transform file (.tfm) from post-op to dose-frame "
+    "points, e.g. from a DICOM REG via ricecli cohort: used instead of registering.")]
 BrainExtractionOpt = Annotated[bool, typer.Option(
     "--brain-extraction/--no-brain-extraction", help="Find the brain of a skull-on scan "
     "(deepbet, shipped; skull-stripped scans and --mask need none). Off: the template's brain "
@@ -54,7 +58,8 @@ def one_dose(dose: list[Path] | Path) -> Path:
 def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None = None,
                 dose_unit: str = "Gy", dose_fractions: int | None = None,
                 dose_relative_scale: float | None = None, dose_frame: Path | None = None,
-                brain_extraction: bool = True) -> CaseInputs:
+                brain_extraction: bool = True,
+                dose_frame_transform: Path | None = None) -> CaseInputs:
     """CaseInputs from the case options of prepare, classify and explain (two --t1: the
     post-op scan first, then the event scan; one --dose)."""
     from ricecli.prepare import CaseInputs
@@ -65,7 +70,8 @@ def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None = Non
     return CaseInputs(post_op=t1[0], event=t1[1], dose=one_dose(dose), mask=mask,
                       dose_unit=dose_unit, dose_fractions=dose_fractions, dose_frame=dose_frame,
                       dose_relative_scale_gy=dose_relative_scale,
-                      brain_extraction=brain_extraction)
+                      brain_extraction=brain_extraction,
+                      dose_frame_transform=dose_frame_transform)
 
 ModelOpt = Annotated[Path | None, typer.Option(
     "--model", help="ricenet ONNX model or TensorRT .engine (default: the shipped model).")]

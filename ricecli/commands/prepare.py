@@ -21,7 +21,7 @@ def summary_lines(qa: dict[str, Any], seconds: float) -> list[str]:
     dose = qa["dose"]
     lines.append(f"dose: max {dose['max_gy']:.2f} Gy, {dose['max_in_brain_gy']:.2f} Gy in the "
                  f"brain, covers {dose['coverage_of_brain']:.0%} of it")
-    times = ", ".join(f"{k} {v:.2f} s" for k, v in qa["timings_s"].items())
+    times = ", ".join(f"{k} {v:.2f} s" for k, v in qa["timings_s"].items() if k != "total")
     lines.append(f"time: {times}; total {seconds:.2f} s")
     from ricecli.qa import summary_lines as qa_lines
 
@@ -37,6 +37,7 @@ def command(
     dose_fractions: opt.DoseFractionsOpt = None,
     dose_relative_scale: opt.DoseRelScaleOpt = None,
     dose_frame: opt.DoseFrameOpt = None,
+    dose_frame_transform: opt.DoseFrameTransformOpt = None,
     brain_extraction: opt.BrainExtractionOpt = True,
     overwrite: opt.OverwriteOpt = False,
     preset: opt.PresetOpt = "edge",
@@ -45,7 +46,7 @@ def command(
     three channels (post_op, event, dose .nii.gz) and qa.json to OUT."""
     t0 = time.perf_counter()
     inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
-                             dose_frame, brain_extraction)
+                             dose_frame, brain_extraction, dose_frame_transform)
     from rich.console import Console
 
     from ricecli.io.files import check_output_dir, input_paths

@@ -41,11 +41,12 @@ def to_event_grid(values_zyx: np.ndarray, reference: sitk.Image, event_image: si
 
 
 def peak_point(image: sitk.Image) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Index (x, y, z) and world LPS mm of the map's strongest voxel (largest value)."""
+    """Index (x, y, z) and world LPS mm of the map's strongest voxel (largest |value|: a
+    region that argues against the target is as strong as one that supports it)."""
     import SimpleITK as sitk
 
     arr = sitk.GetArrayViewFromImage(image)
-    flat = int(np.argmax(arr)) if arr.max() > 0 else int(np.argmax(np.abs(arr)))
+    flat = int(np.argmax(np.abs(arr)))
     z, y, x = np.unravel_index(flat, arr.shape)
     index = (int(x), int(y), int(z))
     px, py, pz = (float(v) for v in image.TransformIndexToPhysicalPoint(index))

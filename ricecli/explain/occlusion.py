@@ -33,6 +33,7 @@ from ricecli.explain.positions import (
     plan_jobs,
     window_starts,
 )
+from ricecli.inference.calibration import calibrated_mean
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ricecli.inference.engine import Engine
     from ricecli.inference.model import LoadedModel
     from ricecli.prepare import PreparedCase
+    from ricecli.spec import Calibration
 
 TARGETS = ("recurrence", "RICE", "predicted")
 EDGES = ("shift", "clip")
@@ -96,10 +98,11 @@ class OcclusionMaps:
     method: str = "plain"  # "incremental-stem", "incremental-layers (...)" or "plain (<why>)"
 
 
-def _probabilities(engine: Engine, volumes: np.ndarray) -> np.ndarray:
-    """Mean probabilities [N, 2] from an Engine (`run` -> (probs, members))."""
-    probs, _members = engine.run(np.ascontiguousarray(volumes, dtype=np.float32))
-    return np.asarray(probs, dtype=np.float64)
+def _probabilities(engine: Engine, volumes: np.ndarray,
+                   calibration: Calibration | None = None) -> np.ndarray:
+    """Calibrated mean probabilities [N, 2] from an Engine (`run` -> (probs, members))."""
+    probs, members = engine.run(np.ascontiguousarray(volumes, dtype=np.float32))
+    return calibrated_mean(probs, members, calibration)
 
 
 def _target_index(target: str | int, classes: Sequence[str], p_original: np.ndarray) -> int:
@@ -133,12 +136,14 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
                    edges: str = "shift", brain_mask: np.ndarray | None = None,
                    skip_unchanged: bool = True, progress: Progress | None = None,
                    incremental: IncrementalNetwork | None = None, method: str = "plain",
-                   approximate: float | None = None) -> OcclusionMaps:
+                   approximate: float | None = None,
+                   calibration: Calibration | None = None) -> OcclusionMaps:
     """Occlusion sensitivity of `volume` [C, z, y, x] through `engine` (see the module doc).
 
     `incremental`: an `IncrementalNetwork` of the same model; positions then run incrementally.
     `approximate` (off by default; NOT exact): every other position per axis runs first, then
     only those next to the strongest `approximate` fraction (`approximate.drill_down`).
+    `calibration`: the model's; p is then the calibrated p every other output shows.
     """
     t0 = time.perf_counter()
     volume = np.ascontiguousarray(volume, dtype=np.float32)
@@ -149,7 +154,7 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
     if channels == "each":  # the all-channel map too: occlusion.nii.gz is always that one
         names += list(channel_names)
         groups += [[c] for c in range(volume.shape[0])]
-    p_original = _probabilities(engine, volume[None])[0]
+    p_original = _probabilities(engine, volume[None], calibration)[0]
     t_index = _target_index(target, classes, p_original)
     jobs, counts = plan_jobs(volume, groups, cube, stride, fill, edges, brain_mask,
                              skip_unchanged)
@@ -163,8 +168,8 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
                                           batch)
         else:
             batches = _whole_volumes(engine, volume, groups, todo, fill, batch)
-        for probs, _members in batches:
-            yield p_original[t_index] - np.asarray(probs, np.float64)[:, t_index]
+        for probs, members in batches:
+            yield p_original[t_index] - calibrated_mean(probs, members, calibration)[:, t_index]
 
     values: list[float] = []
     if approximate is not None:
@@ -243,7 +248,8 @@ def explain_case(case: PreparedCase, model: LoadedModel, engine: Engine,
                           channels=settings.channels, target=settings.target,
                           classes=spec.classes, batch=settings.batch, edges=settings.edges,
                           brain_mask=mask, skip_unchanged=settings.skip_unchanged,
-                          progress=progress, incremental=stem, method=method)
+                          progress=progress, incremental=stem, method=method,
+                          calibration=spec.calibration)
     t1 = time.perf_counter()
     event_maps = {name: to_event_grid(arr, case.reference, case.event_image, case.model_to_event)
                   for name, arr in maps.maps.items()}

@@ -102,7 +102,7 @@ def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
         raise ValueError("calibrated probabilities are not finite")
     return {
         "probabilities": calibrated,
-        "probabilities_raw": {c: float(v) for c, v in zip(classes, raw, strict=True)},
+        "probabilities_uncalibrated": {c: float(v) for c, v in zip(classes, raw, strict=True)},
         "member_probabilities": [{c: float(v) for c, v in zip(classes, m, strict=True)}
                                  for m in member_cal],
         "calibration": {"applied": False, "method": "none",
@@ -118,12 +118,13 @@ def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
 # --- hooks for the result record, the screen and batch's CSV ---------------------------------
 
 def apply_to_result(result: dict, probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
-    """Put calibrated probabilities (label = their argmax), the raw ones, calibration and
-    uncertainty into a result record built by ricecli.outputs.record.build_result."""
+    """Put calibrated probabilities (label = their argmax), the uncalibrated ones (under that
+    name only), calibration and uncertainty into a record built by outputs.record.build_result;
+    each member row gets its calibrated probabilities too."""
     record = assess(probs, members, spec)
     classes = list(spec.classes)
     result["probabilities"] = record["probabilities"]
-    result["probabilities_raw"] = record["probabilities_raw"]
+    result["probabilities_uncalibrated"] = record["probabilities_uncalibrated"]
     if result.get("label") in classes:  # a QA refusal (no label) stays without one
         result["label"] = max(classes, key=lambda c: record["probabilities"][c])
         if spec.calibration is not None:
@@ -138,13 +139,15 @@ def apply_to_result(result: dict, probs: np.ndarray, members: np.ndarray, spec: 
 
 
 def summary_lines(result: dict) -> list[str]:
-    """Rich-markup lines for the on-screen summary: calibration, spread, uncertain flag."""
+    """Rich-markup lines for the on-screen summary: calibration, spread, uncertain flag.
+
+    Only calibrated numbers are shown: the uncalibrated p lives in the JSON and the SR alone.
+    """
     cal, unc = result.get("calibration"), result.get("uncertainty")
     if not cal or not unc:
         return []
-    raw = result.get("probabilities_raw", {}).get("recurrence")
-    lines = [f"calibrated (temperature {cal['temperature']:.2f}, out-of-fold); raw "
-             f"p(recurrence) = {raw:.3f}" if cal.get("applied") and raw is not None
+    lines = [f"calibrated: temperature {cal['temperature']:.2f} on each member, fitted "
+             "out-of-fold" if cal.get("applied")
              else "probabilities uncalibrated (this model carries no calibration)"]
     lo, hi = (unc.get("member_range_p_recurrence") or [float("nan")] * 2)
     spread = (f"members: SD of p(recurrence) {unc['member_sd_p_recurrence']:.3f} (range "
@@ -159,10 +162,18 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def csv_fields(result: dict) -> dict:
-    """batch's extra CSV columns: uncertain (1/0), p_recurrence_raw, member SD."""
+    """batch's extra CSV columns: uncertain (1/0) and the members' SD (calibrated p only)."""
     unc = result.get("uncertainty") or {}
-    raw = (result.get("probabilities_raw") or result.get("probabilities") or {})
     return {"uncertain": int(bool(unc.get("uncertain"))) if unc else "",
-            "p_recurrence_raw": f"{raw['recurrence']:.6f}" if "recurrence" in raw else "",
             "member_sd": f"{unc['member_sd_p_recurrence']:.6f}"
             if "member_sd_p_recurrence" in unc else ""}
+
+
+def calibrated_mean(probs: np.ndarray, members: np.ndarray, cal: Calibration | None
+                    ) -> np.ndarray:
+    """The calibrated ensemble mean [N, classes] of engine outputs (probs [N, C], members
+    [N, M, C]): the p every output shows; `probs` unchanged without a calibration."""
+    members = np.asarray(members, dtype=np.float64)
+    if cal is None or members.ndim != 3 or members.shape[1] == 0:
+        return np.asarray(probs, dtype=np.float64)
+    return calibrate_members(members, cal).mean(axis=1)

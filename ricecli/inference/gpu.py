@@ -14,6 +14,10 @@ from ricecli.memo import Memo
 from ricecli.runtime import CPU_EP
 
 CUDA_EP, TRT_EP = "CUDAExecutionProvider", "TensorrtExecutionProvider"
+# fp32 models compute in fp32 on the GPU too: ORT's CUDA provider allows TF32 in cuDNN/cuBLAS by
+# default, which moved member probabilities by up to 2.7e-4 from the CPU's on an H200
+# (benchmarks/results/gpu_h200_extra.json); without it they agree to ~1e-6.
+CUDA_OPTIONS = {"use_tf32": "0"}
 
 
 GPU_LIBRARIES: Memo[str, list[str]] = Memo(
@@ -71,9 +75,11 @@ _GPU_FAILURES = (
     ("no GPU", ("no cuda-capable device", "cudaerrornodevice", "driver version is insufficient",
                 "cudaerrorinsufficientdriver", "invalid device ordinal", "all cuda-capable "
                 "devices are busy")),
+    ("TensorRT missing", ("registertensorrtpluginsascustomops", "libnvinfer.so",
+                          "please install tensorrt")),
     ("CUDA libraries", ("cuda_path is set but cuda wasn", "cannot open shared object",
                         "which is missing", "error loading", "failed to load library",
-                        "libcudnn", "libcublas", "libnvinfer")),
+                        "libcudnn", "libcublas")),
     ("engine mismatch", ("version tag does not match", "incompatible device",
                          "serialized engine", "please rebuild", "deserialize")),
 )
@@ -89,6 +95,10 @@ def gpu_error(text: str, path: Path | str | None = None) -> RicenetError | None:
         return RicenetError(f"out of GPU memory ({detail})", path, fix=OOM_FIX)
     if kind == "no GPU":
         return RicenetError(f"no usable NVIDIA GPU ({detail})", path, fix=NO_GPU_FIX)
+    if kind == "TensorRT missing":
+        return RicenetError(f"TensorRT is not installed or not found ({detail})", path,
+                            fix=f"pip install 'ricecli[tensorrt]' (TensorRT for CUDA {CUDA_MAJOR}),"
+                            " or use --device cuda")
     if kind == "CUDA libraries":
         return RicenetError(f"CUDA libraries not found ({detail})", path, fix=LIBS_FIX)
     if kind == "engine mismatch":

@@ -25,7 +25,15 @@ from ricecli.inference.engine_cache import (
     tensorrt_library_version,
     trt_provider_options,
 )
-from ricecli.inference.gpu import TRT_EP, gpu_error, gpu_identity, provider_error, short_name
+from ricecli.inference.gpu import (
+    CUDA_EP,
+    CUDA_OPTIONS,
+    TRT_EP,
+    gpu_error,
+    gpu_identity,
+    provider_error,
+    short_name,
+)
 from ricecli.inference.model import LoadedModel
 from ricecli.inference.ort_rewrite import cpu_session_source
 from ricecli.runtime import CPU_EP, import_onnxruntime, session_options
@@ -80,10 +88,13 @@ ProviderList = list[str | tuple[str, dict[str, str]]]  # what InferenceSession's
 
 def _provider_options(providers: list[str], cache_dir: Path | None = None,
                       model: LoadedModel | None = None) -> ProviderList:
-    """Providers with options: the TensorRT EP gets batch profiles and its engine cache folder."""
+    """Providers with options: CUDA computes fp32 as fp32 (no TF32); the TensorRT EP gets batch
+    profiles and its engine cache folder."""
     out: ProviderList = []
     for p in providers:
-        if p == TRT_EP and model is not None and cache_dir is not None:
+        if p == CUDA_EP:
+            out.append((p, dict(CUDA_OPTIONS)))
+        elif p == TRT_EP and model is not None and cache_dir is not None:
             out.append((p, trt_provider_options(model, cache_dir)))
         else:
             out.append(p)

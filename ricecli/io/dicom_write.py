@@ -8,7 +8,9 @@ offset 0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -133,8 +135,14 @@ def write_mr_series(
     modality: str = "MR",
     study_uid: str | None = None,
     frame_of_reference_uid: str | None = None,
+    series_uid: str | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a 3D scalar image as one DICOM file per slice (int16 + rescale) into `folder`."""
+    """Write a 3D scalar image as one DICOM file per slice (int16 + rescale) into `folder`.
+
+    With `series_uid` the SOPInstanceUIDs derive from it (same inputs, same files); `headers`
+    (keyword -> value) are set on every slice last, overriding the defaults.
+    """
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("write_mr_series needs a 3D scalar image")
     folder = Path(folder)
@@ -145,14 +153,16 @@ def write_mr_series(
     stored = np.clip(np.round((values - intercept) / slope), -32768, 32767).astype("<i2")
     study_uid = study_uid or generate_uid()
     for_uid = frame_of_reference_uid or generate_uid()
-    series_uid = generate_uid()
+    fixed_uids = series_uid is not None
+    series_uid = series_uid or generate_uid()
     sop_class = CT_STORAGE if modality.upper() == "CT" else MR_STORAGE
     sx, sy, sz = image.GetSpacing()
     nx, ny, nz = image.GetSize()
     for k in range(nz):
         ds = _base(sop_class, modality.upper(), study_uid, for_uid, series_uid)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)]) if fixed_uids \
+            else generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.SeriesDescription = series_description
         ds.SeriesNumber = series_number
@@ -171,6 +181,8 @@ def write_mr_series(
         if modality.upper() == "CT":
             ds.RescaleType = "HU"
         ds.PixelData = stored[k].tobytes()
+        for keyword, value in (headers or {}).items():
+            setattr(ds, keyword, value)
         ds.save_as(folder / f"slice_{k:04d}.dcm", enforce_file_format=True)
     return folder
 
@@ -185,8 +197,13 @@ def write_rtdose(
     rle: bool = False,
     bits: int = 32,
     study_uid: str | None = None,
+    sop_uid: str | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a non-negative 3D dose as one multi-frame RTDOSE (uint32/uint16 x DoseGridScaling)."""
+    """Write a non-negative 3D dose as one multi-frame RTDOSE (uint32/uint16 x DoseGridScaling).
+
+    With `sop_uid` the series UID derives from it; `headers` (keyword -> value) are set last.
+    """
     if dose_gy.GetDimension() != 3 or dose_gy.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("write_rtdose needs a 3D scalar image")
     if bits not in (16, 32):
@@ -208,8 +225,9 @@ def write_rtdose(
     sx, sy, sz = dose_gy.GetSpacing()
     sign = 1.0 if float(normal @ third) > 0 else -1.0
     ds = _base(RTDOSE_STORAGE, "RTDOSE", study_uid or generate_uid(),
-               frame_of_reference_uid or generate_uid(), generate_uid())
-    ds.SOPInstanceUID = generate_uid()
+               frame_of_reference_uid or generate_uid(),
+               generate_uid(entropy_srcs=[sop_uid, "series"]) if sop_uid else generate_uid())
+    ds.SOPInstanceUID = sop_uid or generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
@@ -229,6 +247,8 @@ def write_rtdose(
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = summation.upper()
     ds.DoseGridScaling = _ds(scaling)
+    for keyword, value in (headers or {}).items():
+        setattr(ds, keyword, value)
     if rle:
         ds.file_meta.TransferSyntaxUID = RLELossless
         ds.PixelData = encapsulate([_rle_frame(frame) for frame in stored])

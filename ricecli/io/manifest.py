@@ -1,9 +1,12 @@
 """The cohort manifest: one CSV row per case, read the same way by `ricecli batch` and `train/`.
 
 Columns: `case_id, post_op, event, dose` and optionally `label, mask, dose_unit, dose_fractions,
-dose_relative_scale_gy, dose_frame, patient_id, split` (the simulated cohort's layout). Every
-path column, `mask` and `dose_frame` included, is resolved against the manifest's own folder,
-so a manifest reads the same from any working directory.
+dose_relative_scale_gy, dose_frame, dose_frame_transform, patient_id, split` (`ricecli cohort`
+writes these too, plus post_op_date and event_date); `ricecli simulate` adds information
+columns (INFORMATION: ground truth, plan) that are kept but not read. Any other column is
+refused (exit 2, naming it and the known ones): a misspelt `mask` must not be ignored.
+Every path column, `mask`, `dose_frame` and `dose_frame_transform` included, is resolved
+against the manifest's own folder, so a manifest reads the same from any working directory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ from pathlib import Path
 from ricecli.errors import InputError
 
 REQUIRED = ("case_id", "post_op", "event", "dose")
+OPTIONAL = ("label", "mask", "dose_unit", "dose_fractions", "dose_relative_scale_gy",
+            "dose_frame", "dose_frame_transform", "patient_id", "split",
+            "post_op_date", "event_date")  # the dates: written by `ricecli cohort`, kept
+# what `ricecli simulate` records beside the inputs (ground truth, plan, scanner): kept, unused
+INFORMATION = ("lesion_mask", "truth", "lesion_x_mm", "lesion_y_mm", "lesion_z_mm",
+               "lesion_site", "solidity", "multifocal", "regimen", "prescription_gy", "fractions",
+               "p_recurrence", "difficulty", "format", "seed", "skull_on")
+KNOWN = (*REQUIRED, *OPTIONAL, *INFORMATION)
 _OPTIONAL_NOTE = ("label", "dose_unit", "dose_fractions")  # named in the missing-columns fix
 
 
@@ -36,10 +47,12 @@ class ManifestCase:
     dose_frame: Path | None = None
     patient_id: str | None = None
     split: str | None = None
+    dose_frame_transform: Path | None = None  # post-op -> dose frame (.tfm; ricecli cohort)
 
     def paths(self) -> list[Path]:
         """Every input file of the case (outputs must never land in or on one of them)."""
-        items = (self.post_op, self.event, self.dose, self.mask, self.dose_frame)
+        items = (self.post_op, self.event, self.dose, self.mask, self.dose_frame,
+                 self.dose_frame_transform)
         return [p for p in items if p is not None]
 
 
@@ -81,6 +94,14 @@ def read_manifest(path: str | Path, also_required: tuple[str, ...] = ()) -> list
         raise InputError(f"manifest has no rows or lacks columns {missing or list(required)}",
                          path, fix=f"give a CSV with columns {', '.join(required)} "
                          f"({optional} optional)")
+    unknown = [c for c in rows[0] if c is not None and c.strip() not in KNOWN]
+    if unknown:  # a misspelt or foreign column would be silently ignored otherwise
+        raise InputError(f"manifest has unknown column{'s' * (len(unknown) > 1)} "
+                         f"{', '.join(repr(c) for c in unknown)}", path,
+                         fix=f"rename or remove {'them' if len(unknown) > 1 else 'it'}; the "
+                         f"input columns are {', '.join((*REQUIRED, *OPTIONAL))} (and "
+                         f"information columns written by 'ricecli simulate': "
+                         f"{', '.join(INFORMATION)})")
     base = path.resolve().parent
     cases: list[ManifestCase] = []
     seen: set[str] = set()
@@ -105,7 +126,7 @@ def _case(i: int, row: Mapping[str, str | None], base: Path, path: Path,
             raise InputError(f"{where} ({cid}): {key} is empty", path,
                              fix=f"fill in the {key} path")
         scans.append(_resolve(base, value))
-    mask, frame = (_opt(row, key) for key in ("mask", "dose_frame"))
+    mask, frame, tfm = (_opt(row, key) for key in ("mask", "dose_frame", "dose_frame_transform"))
     try:
         fractions = _opt(row, "dose_fractions")
         scale = _opt(row, "dose_relative_scale_gy")
@@ -114,6 +135,7 @@ def _case(i: int, row: Mapping[str, str | None], base: Path, path: Path,
             post_op=scans[0], event=scans[1], dose=scans[2],
             mask=None if mask is None else _resolve(base, mask),
             dose_frame=None if frame is None else _resolve(base, frame),
+            dose_frame_transform=None if tfm is None else _resolve(base, tfm),
             dose_unit=_opt(row, "dose_unit") or "Gy",
             dose_fractions=None if fractions is None else int(float(fractions)),
             dose_relative_scale_gy=None if scale is None else float(scale),

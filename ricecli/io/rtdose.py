@@ -176,38 +176,45 @@ def single_rtdose(folder: Path) -> Path:
 
 
 def rtdose_factor(ds: pydicom.Dataset, path: Path, unit_key: str, fractions: int | None,
-                   relative_scale_gy: float | None, notes: list[str] | None) -> float:
-    """Multiplier from stored-scaled values to absolute plan Gy, by the header's own units."""
+                  relative_scale_gy: float | None, notes: list[str] | None) -> float:
+    """Multiplier from stored-scaled values to absolute plan Gy, by the header's own units.
+    Every problem of the header (unit and summation) is named in one refusal, not one per run."""
     units = str(ds.get("DoseUnits", "")).strip().upper()
     summation = str(ds.get("DoseSummationType", "PLAN")).strip().upper() or "PLAN"
+    problems: list[str] = []
+    fixes: list[str] = []
+    factor = 1.0
     if unit_key == "cgy":
         note(notes, f"{path.name}: --dose-unit ignored: RTDOSE says DoseUnits {units}")
     if units == "GY":
-        factor = 1.0
         if relative_scale_gy is not None:
             note(notes, f"{path.name}: relative scale ignored: DoseUnits is GY")
     elif units == "RELATIVE":
         if relative_scale_gy is None:
-            raise DoseError("DoseUnits RELATIVE: the dose is not in Gy", path,
-                            fix="export the dose in GY, or give the Gy value of relative 1.0 "
-                            "with --dose-relative-scale GY (Gy per stored unit)")
-        factor = float(relative_scale_gy)
-        note(notes, f"{path.name}: RELATIVE dose x {factor:g} Gy")
+            problems.append("DoseUnits RELATIVE: the dose is not in Gy")
+            fixes.append("export the dose in GY, or give the Gy value of relative 1.0 with "
+                         "--dose-relative-scale GY (Gy per stored unit)")
+        else:
+            factor = float(relative_scale_gy)
+            note(notes, f"{path.name}: RELATIVE dose x {factor:g} Gy")
     elif units == "CGY":
         factor = 0.01
         note(notes, f"{path.name}: non-standard DoseUnits CGY, divided by 100")
     else:
-        raise DoseError(f"unknown DoseUnits {units!r}", path, fix="export the dose in GY")
+        problems.append(f"unknown DoseUnits {units!r}")
+        fixes.append("export the dose in GY")
     if summation in PER_FRACTION:
         if fractions is None:
-            raise DoseError(f"DoseSummationType {summation}: the dose of one fraction", path,
-                            fix="give the number of fractions with --dose-fractions N")
-        factor *= fractions
-        note(notes, f"{path.name}: per-fraction dose x {fractions} fractions")
+            problems.append(f"DoseSummationType {summation}: the dose of one fraction")
+            fixes.append("give the number of fractions with --dose-fractions N")
+        else:
+            factor *= fractions
+            note(notes, f"{path.name}: per-fraction dose x {fractions} fractions")
     elif summation not in PLAN_SUMS:
-        raise DoseError(f"DoseSummationType {summation}: only part of the plan's dose", path,
-                        fix="export the plan dose (DoseSummationType PLAN) from the planning "
-                        "system")
+        problems.append(f"DoseSummationType {summation}: only part of the plan's dose")
+        fixes.append("export the plan dose (DoseSummationType PLAN) from the planning system")
     elif fractions is not None:
         note(notes, f"{path.name}: --dose-fractions ignored: the RTDOSE is a {summation} dose")
+    if problems:
+        raise DoseError("; and ".join(problems), path, fix="; and ".join(fixes))
     return factor

@@ -45,8 +45,9 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
     table.add_column("member")
     table.add_column("vote")
     table.add_column("p(recurrence)", justify="right")
-    for m in result["members"]:
-        table.add_row(str(m["member"]), m["vote"], f"{m['probabilities'].get('recurrence', 0):.3f}")
+    for m in result["members"]:  # calibrated like the line above (uncalibrated: JSON only)
+        p = (m.get("probabilities_calibrated") or m["probabilities"]).get("recurrence", 0.0)
+        table.add_row(str(m["member"]), m["vote"], f"{p:.3f}")
     console.print(table)
     print_qa(result, console)
     stages = "  ".join(f"{k} {v:.2f}s" for k, v in result["timings_s"].items())
@@ -62,7 +63,7 @@ def print_qa(result: dict[str, Any], console: Console) -> None:
     qa = result.get("qa") or {}
     warnings = result.get("warnings") or []
     verdict = qa.get("verdict")
-    if verdict is not None:
+    if verdict is not None and result.get("label", "") is not None:  # else qa_line said it
         colour = {"pass": "green", "warn": "yellow", "fail": "red"}.get(verdict, "white")
         console.print(f"QA: [{colour}]{verdict}[/]", highlight=False)
     for w in warnings:

@@ -2,6 +2,7 @@
 
 Both reference the event scan's study and series (patient and study identifiers copied from
 it, new series and instance UIDs), are written with highdicom and say RESEARCH USE ONLY.
+Copied header values are made valid first (outputs/dicom_header.py), each change noted.
 
 - `SR_<SOPInstanceUID>.dcm` (outputs/dicom_sr.py): TID 1500 measurement report of the
   classification, its probabilities, uncertainty and QA verdict. Codes with scheme 99RICENET
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 import SimpleITK as sitk
 
 from ricecli.errors import InputError, OutputError
+from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import (
     NOT_DICOM,
     NOT_DICOM_FIX,
@@ -91,10 +93,12 @@ def write_dicom_outputs(out_dir: Path, result: dict[str, Any], event: Path,
                         occlusion: sitk.Image | None = None,
                         target: str = "recurrence") -> list[Path]:
     """Write the SR (and the occlusion Parametric Map when given) into out_dir; nothing when
-    the result has no label (QA refused the case)."""
+    the result has no label (QA refused the case). Header values the event series holds
+    outside their VR are made valid first; the record's `dicom_header_notes` says how."""
     if result.get("label") is None:
         return []
-    series = event_series(event)
+    series, notes = clean_series(event_series(event))
+    result["dicom_header_notes"] = notes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = build_sr(result, series)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from ricecli import __version__
+from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import MANUFACTURER, RESEARCH, code, highdicom, uid
 
 if TYPE_CHECKING:
@@ -31,8 +32,10 @@ def qa_verdict(result: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def build_sr(result: dict[str, Any], series: list[pydicom.Dataset]) -> Comprehensive3DSR:
-    """The Comprehensive 3D SR (TID 1500) of one classification result."""
+    """The Comprehensive 3D SR (TID 1500) of one classification result (header values of the
+    series made valid first)."""
     highdicom()
+    series, _ = clean_series(series)
     from highdicom.sr import (
         AlgorithmIdentification,
         CodedConcept,
@@ -51,7 +54,7 @@ def build_sr(result: dict[str, Any], series: list[pydicom.Dataset]) -> Comprehen
 
     model = result["model"]
     probs = result["probabilities"]
-    raw = result.get("probabilities_raw", probs)
+    raw = result.get("probabilities_uncalibrated", probs)
     unc = result.get("uncertainty") or {}
     verdict, _ = qa_verdict(result)
     key = [series[0].SeriesInstanceUID, model["sha256"], result["label"],

@@ -14,6 +14,7 @@ import pydicom
 import SimpleITK as sitk
 
 from ricecli import __version__
+from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import MANUFACTURER, RESEARCH, highdicom, uid
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 def build_parametric_map(values: sitk.Image, series: list[pydicom.Dataset],
                          result: dict[str, Any], target: str = "recurrence") -> ParametricMap:
     """A float Parametric Map of `values` (an image on the event series' grid: frame k is
-    the k-th slice along row x column, as ricecli's reader stacks them)."""
+    the k-th slice along row x column, as ricecli's reader stacks them); header values of the
+    series made valid first."""
     hd = highdicom()
+    series, _ = clean_series(series)
     from highdicom import PixelMeasuresSequence, PlaneOrientationSequence, PlanePositionSequence
     from highdicom.pm import ParametricMap, RealWorldValueMapping
     from pydicom.sr.codedict import codes
@@ -76,7 +79,6 @@ def build_parametric_map(values: sitk.Image, series: list[pydicom.Dataset],
         content_qualification=hd.ContentQualificationValues.RESEARCH)
     pm.SeriesDescription = f"{RESEARCH} ricenet occlusion map"[:64]
     return pm
-
 
 
 def read_parametric_map(path: Path) -> sitk.Image:

@@ -70,7 +70,7 @@ def qa_failed(result: dict[str, Any]) -> bool:
 def withhold_answer(result: dict[str, Any]) -> dict[str, Any]:
     """No label for a case that failed QA: label, probabilities and votes become null."""
     result.update(label=None, probabilities=None, votes=None, members=[],
-                  probabilities_raw=None, uncertainty=None,
+                  probabilities_uncalibrated=None, uncertainty=None,
                   decision="no label: the QA verdict is fail (see qa.reasons); rerun with "
                   "--accept-qa-failure to get the label anyway")
     return result

@@ -24,7 +24,7 @@ MANIFEST_COLUMNS = (
     "case_id", "post_op", "event", "dose", "label", "split", "dose_unit", "dose_fractions",
     "lesion_mask", "truth", "lesion_x_mm", "lesion_y_mm", "lesion_z_mm", "lesion_site",
     "solidity", "multifocal", "regimen", "prescription_gy", "fractions", "p_recurrence",
-    "difficulty", "format", "seed", "skull_on", "brain_mask",
+    "difficulty", "format", "seed", "skull_on", "mask",
 )
 
 
@@ -79,7 +79,7 @@ def write_case(case: SimulatedCase, root: Path, fmt: str) -> Row:
         "format": fmt,
         "seed": t["seed"],
         "skull_on": int(t["skull_on"]),
-        "brain_mask": str(rel / "event_brain_mask.nii.gz"),
+        "mask": str(rel / "event_brain_mask.nii.gz"),  # batch/train use it as the brain
     }
 
 

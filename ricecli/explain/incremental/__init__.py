@@ -3,10 +3,10 @@
 An occlusion cube changes the input in a small box; through the local layers (conv, max-pool,
 ReLU, batch norm, the residual add) the change stays inside a box that grows by each layer's
 reach. Per position only those boxes ("windows") are recomputed, up to a depth chosen by
-measured cost; the rest of the network (the trunk) runs on whole tensors. Read in this order:
+counted work; the rest of the network (the trunk) runs on whole tensors. Read in this order:
 `graph` (which layers are local, their depth and reach), `windows` (the boxes), `layers` (the
-exact recompute), `subgraphs` (the ONNX Runtime graphs and sessions), `depth` (the measured
-choice), `runner` (`IncrementalNetwork`). Needs the `onnx` package (no torch).
+exact recompute), `subgraphs` (the ONNX Runtime graphs and sessions; `slices`: 3D convs as 2D),
+`depth` (the counted choice), `runner` (`IncrementalNetwork`). Needs the `onnx` package (no torch).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def incremental_for(model: LoadedModel, engine: Engine, wanted: bool = True,
                     depth: int | None = None) -> Choice:
     """(IncrementalNetwork or None, method label): incremental on ONNX Runtime CPU models only.
 
-    depth: None = chosen by measured cost; 1 = the stem only; larger = that many layer depths.
+    depth: None = chosen by counted work; 1 = the stem only; larger = that many layer depths.
     Kept per process (`RUNNERS`).
     """
     threads: int | None = getattr(engine, "threads", None)

@@ -45,7 +45,7 @@ class IncrementalNetwork:
         self.depth: int | None = None
         self.costs: Costs = {}
         self.workers = max(1, threads)  # single-threaded session sets, one chunk each at a time
-        self._layers: dict[tuple[int, bool, int], ort.InferenceSession] = {}
+        self._layers: dict[tuple[int, int], ort.InferenceSession] = {}
         self._trunks: dict[tuple[int, int], ort.InferenceSession] = {}
         self._base = cpu_session(base_bytes(split, [op.output for op in split.ops]), threads,
                                  spin=False)
@@ -64,12 +64,12 @@ class IncrementalNetwork:
             depth = min(depth, split.max_depth)
         return cls(split, threads, depth)
 
-    def _layer(self, d: int, pads: bool = False, worker: int = 0) -> ort.InferenceSession:
+    def _layer(self, d: int, worker: int = 0) -> ort.InferenceSession:
         """The session of depth d's windowed layers (built on first use, one per worker)."""
-        key = (d, pads, worker)
+        key = (d, worker)
         if key not in self._layers:
             ops = [op for op in self.split.ops if op.depth == d and op.windowed]
-            self._layers[key] = cpu_session(layer_bytes(self.split, ops, pads), 1, spin=False)
+            self._layers[key] = cpu_session(layer_bytes(self.split, ops), 1, spin=False)
         return self._layers[key]
 
     def _trunk(self, depth: int, worker: int = 0) -> ort.InferenceSession:
@@ -114,9 +114,7 @@ class IncrementalNetwork:
         windows = plan_windows(self.split.ops, shapes, [sl for _, sl in occlusions])
         depth = self.fixed_depth
         if not depth:
-            depth, costs = choose_depth(self.split, self.threads, self._layer, acts, windows,
-                                        DELTA_CHUNK_POSITIONS)
-            self.costs = costs or self.costs
+            depth, self.costs = choose_depth(self.split, acts, windows)
         self.depth = depth
         ops = self.split.at_most(depth)
         cut = cut_tensors(self.split, depth)
@@ -134,7 +132,7 @@ class IncrementalNetwork:
 
         def work(worker: int, idx: np.ndarray) -> list[Probabilities]:
             """One chunk of positions on one worker's sessions, trunk batch by trunk batch."""
-            vals = window_values(self.split, lambda d: self._layer(d, worker=worker), volume,
+            vals = window_values(self.split, lambda d: self._layer(d, worker), volume,
                                  acts, padded, ops, windows, idx,
                                  [occlusions[i] for i in idx], fill)
             trunk, out = self._trunk(depth, worker), []

@@ -82,7 +82,10 @@ def paste(dst: np.ndarray, dst_starts: np.ndarray, src: np.ndarray,
     hi = np.minimum(src_starts + src.shape[2:], dst_starts + dst.shape[2:])
     hi = np.maximum(hi, lo)
     keys = np.concatenate([lo - dst_starts, hi - lo, lo - src_starts], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    if (keys == keys[:1]).all():  # the common case, windows away from the borders: one copy
+        uniq, inverse = keys[:1], np.zeros(len(keys), np.int64)
+    else:
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     for g, key in enumerate(uniq):
         idx = np.flatnonzero(inverse.ravel() == g)
         d0, n, s0 = key[:3], key[3:6], key[6:]
