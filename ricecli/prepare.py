@@ -194,7 +194,10 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
     dose_gy = read_dose(inputs.dose, unit=inputs.dose_unit, fractions=inputs.dose_fractions,
                         relative_scale_gy=inputs.dose_relative_scale_gy, notes=notes)
     user_mask = read_mask(inputs.mask, notes) if inputs.mask is not None else None
-    frame = read_mr(inputs.dose_frame, notes) if inputs.dose_frame is not None else None
+    # with a given transform (a DICOM REG) the dose frame's image is not needed: not read
+    given = read_frame_transform(inputs.dose_frame_transform)
+    frame = read_mr(inputs.dose_frame, notes) \
+        if inputs.dose_frame is not None and given is None else None
     gate = gate_case(inputs, post_op, event, dose_gy)  # each input plays its role, or exit 2
     timings["read"] = time.perf_counter() - t0
 
@@ -207,11 +210,10 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
     # needs only the template registration, runs meanwhile
     t0 = time.perf_counter()
     template = load_template()
-    given = read_frame_transform(inputs.dose_frame_transform)
     post_future = pool.submit(register_rigid, event, post_op, fixed_mask=event_region,
                               moving_mask=post_region, same_contrast=True)
     frame_future = pool.submit(register_rigid, post_op, frame, same_contrast=False) \
-        if frame is not None and given is None else None
+        if frame is not None else None
     try:
         # from the principal axes of both brains: model space follows the anatomy, not the
         # pose (without a brain of the event scan: from the centroids of template brain and head)
@@ -280,12 +282,12 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
     if reg_frame is not None:
         registrations["dose_frame_to_post_op"] = _reg_qa(reg_frame)
     max_in_brain = float(dose_arr[sel].max())
+    max_gy = float(sitk.GetArrayViewFromImage(dose_gy).max())
     dose_qa = {
         "coverage_of_brain": round(coverage, 4),
-        "max_gy": round(float(sitk.GetArrayViewFromImage(dose_gy).max()), 3),
+        "max_gy": round(max_gy, 3),
         "max_in_brain_gy": round(max_in_brain, 3),
-        "high_dose_in_brain": high_dose_in_brain(dose_arr, sel,
-                                                 float(sitk.GetArrayViewFromImage(dose_gy).max())),
+        "high_dose_in_brain": high_dose_in_brain(dose_arr, sel, max_gy),
         "frame": "dose_frame" if frame is not None or given is not None else "post_op",
         "frame_alignment": "given transform" if given is not None else
         "registered" if reg_frame is not None else "none (same frame)",

@@ -133,7 +133,9 @@ def register_rigid(
     masked: its brain mask's edge varies with the pose (extracted masks by a few %), the
     anatomy's edge does not (TCGA, 3 poses: 0.4-0.8 mm apart unmasked, 0.8-1.3 mm masked).
     `same_contrast` says both are T1 of one patient, so correlation after registration is a
-    fair check (not for template T1 vs T1c, nor CT vs MR). Deterministic: same inputs, same bits.
+    fair check (not for template T1 vs T1c, nor CT vs MR). `pitched_starts`: when the axes are
+    unclear, try only the centroid start pitched +-30 deg (see `_to_template`). Deterministic:
+    same inputs, same bits.
     """
     t0 = time.perf_counter()
     with single_threaded_itk():
@@ -161,10 +163,13 @@ def register_rigid(
             # short on a 6 mm copy of it), keep the best metric (same images and samples, so
             # the values compare)
             starts["centroids"] = centred_start(region_w, moving_w)
-            for pitch in PITCHED_STARTS_DEG if pitched_starts else ():
-                pitched = sitk.Euler3DTransform(starts["centroids"])
-                pitched.SetRotation(float(np.radians(pitch)), 0.0, 0.0)
-                starts[f"centroids, pitched {pitch:+.0f} deg"] = pitched
+            if pitched_starts:  # only these: the caller has tried the two above
+                upright = starts["centroids"]
+                starts = {}
+                for pitch in PITCHED_STARTS_DEG:
+                    pitched = sitk.Euler3DTransform(upright)
+                    pitched.SetRotation(float(np.radians(pitch)), 0.0, 0.0)
+                    starts[f"centroids, pitched {pitch:+.0f} deg"] = pitched
         best: tuple[float, str, sitk.Euler3DTransform, sitk.Euler3DTransform, int, str] | None \
             = None
         for name, first in starts.items():
@@ -190,17 +195,21 @@ def register_rigid(
 
 def _to_template(template_t1: sitk.Image, template_mask: sitk.Image, event: sitk.Image,
                  event_brain: sitk.Image | None) -> Registration:
-    """One registration to the template; a thick-slab scan whose brain then overlaps the
-    template's poorly is registered again with pitched starts too (the best metric wins)."""
+    """One registration to the template; when a thick-slab scan's principal axes were unclear
+    and its brain then overlaps the template's poorly, the pitched starts are tried too and
+    the best metric of all starts wins (the same images and samples: the values compare)."""
     first = register_rigid(template_t1, event, fixed_mask=template_mask,
                            moving_mask=event_brain, same_contrast=False)
     thick = max(event.GetSpacing()) > PITCHED_STARTS_FROM_SLAB_MM
-    if not thick or event_brain is None or first.qa["brain_dice"] >= PITCHED_STARTS_BELOW_DICE:
+    axes_unclear = len(first.qa["starts"]) > 1
+    if not (thick and axes_unclear) or first.qa["brain_dice"] >= PITCHED_STARTS_BELOW_DICE:
         return first
-    again = register_rigid(template_t1, event, fixed_mask=template_mask,
-                           moving_mask=event_brain, same_contrast=False, pitched_starts=True)
-    again.seconds += first.seconds
-    return again
+    pitched = register_rigid(template_t1, event, fixed_mask=template_mask,
+                             moving_mask=event_brain, same_contrast=False, pitched_starts=True)
+    best = pitched if pitched.metric < first.metric else first  # earlier starts win ties
+    best.qa["starts"] = [*first.qa["starts"], *pitched.qa["starts"]]
+    best.seconds = first.seconds + pitched.seconds
+    return best
 
 
 def register_to_template(template_t1: sitk.Image, template_mask: sitk.Image, event: sitk.Image,
