@@ -25,7 +25,9 @@ from ricecli.cohort.cases import Case
 from ricecli.cohort.index import index_tree
 from ricecli.cohort.rtlink import sum_doses, write_transform
 from ricecli.cohort.rules import load_rules
+from ricecli.cohort.series import Series
 from ricecli.cohort.timeline import Visit
+from ricecli.cohort.write import link_series
 from ricecli.errors import EXIT_OK, EXIT_QA_FAILED, EXIT_REFUSED, InputError, RicenetError
 from ricecli.io.files import _signals_deferred, refuse_inputs  # the renames that commit
 from ricecli.prepare import CaseInputs
@@ -94,8 +96,8 @@ def choose_case(root: Path, event_study: str | None = None) -> Case | Missing:
 
 
 def case_inputs(root: Path, case: Case, work: Path, brain_extraction: bool = True) -> CaseInputs:
-    """The case as pipeline inputs: a file of each series (the reader reads its whole series),
-    the dose (summed into `work` when the plan has partial doses) and the REG transform."""
+    """The case as pipeline inputs: a folder of links to each series' files (in `work`), the
+    dose (summed into `work` when the plan has partial doses) and the REG transform."""
     assert case.post_op.t1c is not None and case.event.t1c is not None
     dose = root / case.dose.files[0]
     if len(case.dose.files) != 1 or case.dose.summation != "PLAN":
@@ -105,9 +107,20 @@ def case_inputs(root: Path, case: Case, work: Path, brain_extraction: bool = Tru
     if case.transform is not None:
         transform = work / "post_op_to_dose_frame.tfm"
         write_transform(case.transform, transform)
-    frame = root / case.dose_frame.files[0] if case.dose_frame is not None else None
-    return CaseInputs(post_op=root / case.post_op.t1c.files[0],
-                      event=root / case.event.t1c.files[0], dose=dose, dose_frame=frame,
+
+    def series_path(series: Series, name: str) -> Path:
+        """A folder of links to the series' files alone: the reader then reads just them (not
+        every header of a flat router folder, nor only the part of a series split over folders
+        that lies beside its first file); where links cannot be made, one of its files."""
+        try:
+            link_series(root, series.files, work / name)
+            return work / name
+        except OSError:
+            return root / series.files[0]
+
+    frame = series_path(case.dose_frame, "dose_frame") if case.dose_frame is not None else None
+    return CaseInputs(post_op=series_path(case.post_op.t1c, "post_op"),
+                      event=series_path(case.event.t1c, "event"), dose=dose, dose_frame=frame,
                       dose_frame_transform=transform, brain_extraction=brain_extraction)
 
 
@@ -230,6 +243,10 @@ def _classify(root: Path, case: Case, settings: StudySettings, stage: Path,
         shutil.copyfile(work / "explain" / OVERVIEW_FILE, stage / OVERVIEW_FILE)
     written = pipeline.write_dicom(result, stage, explained)
     record = result.record
+    for key, series in (("post_op", case.post_op.t1c), ("event", case.event.t1c),
+                        ("dose_frame", case.dose_frame)):  # a file of the series, not the
+        if series is not None and isinstance(record.get("inputs"), dict):  # links in `work`
+            record["inputs"][key] = str(root / series.files[0])
     record["status"] = "labelled" if result.labelled else "qa_failed"
     record["dicom_files"] = [p.name for p in written]
     return record

@@ -132,3 +132,21 @@ def test_qa_failure_exit_3_without_sr(nbia_tree, tmp_path, capsys):
     assert record["dicom_files"] == [] and not list(out.glob("*.dcm"))
     assert not (out / "overview.png").exists()  # nothing explained without a label
     assert "QA failed" in text.splitlines()[0]
+
+
+def test_case_inputs_give_each_series_alone(nbia_tree, tmp_path):
+    """A router's flat folder (every file of every study side by side): each series reaches the
+    pipeline as a folder of links to its own files, so the reader reads only those headers."""
+    from ricecli.study import case_inputs, choose_case
+
+    source, flat = one_patient(nbia_tree, P4, tmp_path / "in"), tmp_path / "flat"
+    flat.mkdir()
+    for k, path in enumerate(sorted(p for p in source.rglob("*") if p.is_file())):
+        shutil.copyfile(path, flat / f"{k:05d}.dcm")
+    case = choose_case(flat)
+    assert not hasattr(case, "code"), case
+    inputs = case_inputs(flat, case, tmp_path / "work")
+    for folder, series in ((inputs.post_op, case.post_op.t1c), (inputs.event, case.event.t1c)):
+        assert Path(folder).is_dir()
+        linked = sorted(Path(p).resolve() for p in Path(folder).iterdir())
+        assert linked == sorted((flat / f).resolve() for f in series.files)

@@ -89,6 +89,7 @@ def read_entry(root: str, rel: str) -> dict[str, Any]:
     path = Path(root, rel)
     st = os.stat(path)
     entry: dict[str, Any] = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    preamble: bool | None = None  # None: the file could not even be opened
     try:
         with open(path, "rb") as f:
             head = f.read(SCAN_BYTES)
@@ -109,7 +110,7 @@ def read_entry(root: str, rel: str) -> dict[str, Any]:
                         if hasattr(ds, "file_meta") else ""
                     facts = header_facts(ds)
     except READ_ERRORS as err:
-        code = "unreadable" if preamble else "not_dicom"
+        code = "not_dicom" if preamble is False else "unreadable"
         return {**entry, "skip": code, "reason": f"header cannot be read ({type(err).__name__})"}
     if "SOPClassUID" not in facts and "Modality" not in facts:
         code = "unreadable" if preamble else "not_dicom"

@@ -70,7 +70,7 @@ def match_event(row: LabelRow, events: Sequence[Visit]) -> Visit | None:
     by_uid = next((v for v in events if v.study_uid == row.event), None)
     if by_uid is not None:
         return by_uid
-    if row.event.isdigit() and len(row.event) <= 3:
+    if row.event.isdecimal() and len(row.event) <= 3:  # not "²": isdigit, but no int
         k = int(row.event)
         return events[k - 1] if 1 <= k <= len(events) else None
     day = parse_date(row.event)

@@ -18,8 +18,8 @@ import SimpleITK as sitk
 
 from ricecli.cohort.series import Series
 from ricecli.cohort.timeline import fact_date
+from ricecli.io.rtdose import PLAN_SUMS, read_rtdose
 
-PLAN_SUMS = {"PLAN", "MULTI_PLAN", "RECORD", "BRACHY"}
 REG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.1"
 GRID_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
              "NumberOfFrames", "GridFrameOffsetVector", "DoseUnits", "FrameOfReferenceUID")
@@ -74,7 +74,7 @@ def _fractions(plan_uid: str, rt: list[dict[str, Any]]) -> int:
         if modality(entry) == "RTPLAN" and entry["facts"].get("SOPInstanceUID") == plan_uid:
             try:
                 return sum(int(float(v)) for v in entry["facts"].get("fractions", []))
-            except ValueError:
+            except (ValueError, OverflowError):  # '', 'nan', 'inf' in a broken plan
                 return 0
     return 0
 
@@ -176,7 +176,10 @@ def reg_transform(rt: list[dict[str, Any]], post_frame: str, dose_frame: str) ->
             return None, f"REG {entry['path']}: matrix missing or not 16 numbers"
         if {post_t, dose_t} - {"RIGID"}:
             return None, f"REG {entry['path']}: matrix type {post_t}/{dose_t}, not RIGID"
-        matrix = np.linalg.inv(dose_m) @ post_m  # post_op -> REG frame -> dose frame
+        try:
+            matrix = np.linalg.inv(dose_m) @ post_m  # post_op -> REG frame -> dose frame
+        except np.linalg.LinAlgError:
+            return None, f"REG {entry['path']}: matrix is singular"
         rotation = matrix[:3, :3]
         if np.abs(rotation.T @ rotation - np.eye(3)).max() > 1e-3 or \
                 np.abs(matrix[3] - [0, 0, 0, 1]).max() > 1e-6:
@@ -201,8 +204,6 @@ def write_transform(matrix: np.ndarray, path: Path) -> None:
 
 def sum_doses(root: Path, dose: DoseChoice) -> sitk.Image:
     """The summed partial doses in Gy (BEAM: sum; FRACTION: x fractions) on their one grid."""
-    from ricecli.io.rtdose import read_rtdose
-
     total: sitk.Image | None = None
     for rel in dose.files:
         image, _ = read_rtdose(root / rel)

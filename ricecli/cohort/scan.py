@@ -14,7 +14,8 @@ from collections.abc import Collection
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
-NOT_SCANNED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big-endian, deflated
+# big-endian, deflated, JPIP referenced deflate
+NOT_SCANNED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}
 PIXEL_DATA = 0x7FE00010
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
             b"UV"}
@@ -38,6 +39,8 @@ def _elements(buf: bytes, pos: int, explicit: bool, wanted: Collection[int],
             return None
         if explicit or meta:
             vr = buf[pos + 4:pos + 6]
+            if not (vr.isalpha() and vr.isupper()):  # not a VR: implicit data in an explicit
+                return None  # file, or a damaged header -> pydicom decides
             if vr in LONG_VRS:
                 if pos + 12 > end:
                     return None

@@ -3,6 +3,7 @@ the choice of one contrast T1 per study (original, 3D, thinnest, most slices; ti
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,9 +61,18 @@ class Choice:
 def _position(facts: dict[str, Any], normal: tuple[float, ...] | None) -> float:
     try:
         ipp = [float(v) for v in facts["ImagePositionPatient"]]
-        return sum(a * b for a, b in zip(ipp, normal, strict=True)) if normal else ipp[2]
-    except (KeyError, ValueError, TypeError):
+        value = sum(a * b for a, b in zip(ipp, normal, strict=True)) if normal else ipp[2]
+    except (KeyError, ValueError, TypeError, IndexError):
         return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _frames(facts: dict[str, Any]) -> int:
+    """NumberOfFrames (IS; may be '', '2\\3', 'nan' or text in a broken header): 1 unless valid."""
+    try:
+        return int(float(str(facts.get("NumberOfFrames", 1) or 1).split("\\")[0]))
+    except (ValueError, OverflowError):
+        return 1
 
 
 def _normal(facts: dict[str, Any]) -> tuple[float, ...] | None:
@@ -91,7 +101,7 @@ def group_series(entries: Iterable[dict[str, Any]]) -> list[Series]:
         facts = items[0]["facts"]
         positions = {round(_position(e["facts"], normal), 3) for e in items}
         orientations = {tuple(e["facts"].get("ImageOrientationPatient", ())) for e in items}
-        frames = max(int(float(e["facts"].get("NumberOfFrames", 1) or 1)) for e in items)
+        frames = max(_frames(e["facts"]) for e in items)
         out.append(Series(patient, study, uid, str(facts.get("Modality", "")).upper(),
                           str(facts.get("FrameOfReferenceUID", "")),
                           tuple(e["path"] for e in items), facts, len(positions),

@@ -10,6 +10,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -30,6 +31,14 @@ SKIP_COLUMNS = ("path", "patient_id", "study_uid", "series_uid", "what", "code",
 
 def _short(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def link_series(root: Path, files: Iterable[str], folder: Path) -> None:
+    """A new `folder` of links to a series' files (`root`-relative, in slice order): a reader of
+    the folder reads this series alone. OSError where links cannot be made."""
+    folder.mkdir(parents=True)
+    for i, rel in enumerate(files):
+        os.symlink(root / rel, folder / f"{i:05d}.dcm")
 
 
 class _Writer:
@@ -56,9 +65,7 @@ class _Writer:
         else:
             name = f"series/{_short(series.series_uid)}"
             try:
-                (self.stage / name).mkdir(parents=True)
-                for i, rel in enumerate(series.files):
-                    os.symlink(self.root / rel, self.stage / name / f"{i:05d}.dcm")
+                link_series(self.root, series.files, self.stage / name)
                 path = self.rel(self.out / name)
             except OSError:  # no symbolic links here: one file, its series read by UID
                 path = self.rel(self.root / series.files[0])

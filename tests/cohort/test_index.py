@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 
 from tiny_dicom import write_series, write_slice
 
+from ricecli.cohort.facts import SCAN_TAGS, SEQUENCE_TAG_NUMBERS
 from ricecli.cohort.index import index_tree, load_index, read_entry, save_index
+from ricecli.cohort.scan import scan_header
 
 
 def test_header_facts_and_skip_codes(tmp_path):
@@ -54,3 +57,25 @@ def test_jobs_give_the_same_entries(tmp_path):
     one = index_tree(tmp_path, {}, jobs=1)
     two = index_tree(tmp_path, {}, jobs=2)
     assert one.entries == two.entries and len(one.entries) == 90
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def test_scan_gives_up_to_pydicom_when_unsure(tmp_path):
+    """Implicit-VR data under an explicit-VR transfer syntax (a common export bug): the scan
+    sees no VR and lets pydicom read it; a folder where a file was expected: unreadable."""
+    syntax = b"1.2.840.10008.1.2.1\x00"
+    meta = _element(2, 0x10, b"UI", syntax)
+    meta = _element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
+    body = b"".join(struct.pack("<HHI", g, e, len(v)) + v for g, e, v in (
+        (8, 0x16, b"1.2.840.10008.5.1.4.1.1.4\x00"), (8, 0x18, b"1.2.3.4\x00"),
+        (8, 0x60, b"MR"), (0x10, 0x20, b"P1")))
+    data = b"\x00" * 128 + b"DICM" + meta + body
+    assert scan_header(data, SCAN_TAGS, SEQUENCE_TAG_NUMBERS) is None
+    (tmp_path / "implicit.dcm").write_bytes(data)
+    facts = read_entry(str(tmp_path), "implicit.dcm")["facts"]
+    assert facts["Modality"] == "MR" and facts["SOPInstanceUID"] == "1.2.3.4"
+    (tmp_path / "folder.dcm").mkdir()
+    assert read_entry(str(tmp_path), "folder.dcm")["skip"] == "unreadable"

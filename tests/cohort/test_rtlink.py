@@ -141,3 +141,9 @@ def test_prepare_refuses_a_bad_transform_file(tmp_path, bad):
     (tmp_path / "t.tfm").write_text(bad)
     with pytest.raises(InputError):
         read_frame_transform(tmp_path / "t.tfm")
+
+
+def test_singular_reg_matrix_is_not_used(tmp_path):
+    entry = read_entry(str(tmp_path), write_reg(tmp_path / "r.dcm", MR, CT, np.zeros((4, 4))))
+    matrix, why = reg_transform([entry], MR, CT)
+    assert matrix is None and "singular" in why

@@ -106,3 +106,16 @@ def test_user_rules_come_first_or_replace(tmp_path):
     user.write_text("[[kind]\n")
     with pytest.raises(InputError, match="TOML"):
         load_rules(user)
+
+
+def test_broken_geometry_values_group_without_error():
+    """NumberOfFrames and ImagePositionPatient as broken headers give them: no internal error."""
+    from ricecli.cohort.series import group_series
+
+    bad = [{"NumberOfFrames": "abc"}, {"NumberOfFrames": "inf", "ImagePositionPatient": ["1"]},
+           {"NumberOfFrames": "", "ImagePositionPatient": ["nan", "0", "0"]}]
+    entries = [{"path": f"f{k}", "facts": {"Modality": "MR", "PatientID": "P1",
+                                            "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.3",
+                                            **facts}} for k, facts in enumerate(bad)]
+    (one,) = group_series(entries)
+    assert not one.multiframe and len(one.files) == 3
