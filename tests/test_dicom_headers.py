@@ -199,3 +199,27 @@ def test_cli_dicom_out_with_a_broken_header(tmp_path, tiny_model, synthetic_case
     assert np.isclose(float(hd.sr.srread(sr_path).content.get_image_measurement_groups()[0]
                             .get_measurements()[0].value),
                       record["probabilities"]["recurrence"])
+
+
+def test_extra_values_and_an_unknown_charset(tmp_path, sources):
+    """Two values where DICOM allows one keep only the first (a two-valued StudyInstanceUID
+    would reach highdicom otherwise); text under an unknown charset keeps its letters; a tag
+    missing from pydicom's dictionary is no error."""
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(next(sources["MR_small"].iterdir()), stop_before_pixels=True)
+    for keyword, data in (("StudyInstanceUID", b"1.2.3\\1.2.4"), ("PatientSex", b"M\\F"),
+                          ("SpecificCharacterSet", b"ISO_IR 999"),
+                          ("PatientName", "Müller^José".encode("latin-1"))):
+        tag = Tag(tag_for_keyword(keyword))
+        data += b" " * (len(data) % 2)
+        ds._dict[tag] = RawDataElement(tag, dictionary_VR(tag), len(data), data, 0, False, True)
+    unknown = Tag(0x0010, 0x9999)  # a public tag pydicom's dictionary does not know, 2 values
+    ds._dict[unknown] = RawDataElement(unknown, "LO", 4, b"a\\b", 0, False, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (clean,), notes = clean_series([ds])
+    assert (clean.StudyInstanceUID, clean.PatientSex) == ("1.2.3", "M")
+    assert str(clean.PatientName) == "Müller^José" and clean.SpecificCharacterSet == "ISO_IR 192"
+    assert "StudyInstanceUID holds 2 values where DICOM allows one: the first is kept" in notes
+    assert clean_series([clean])[1] == []

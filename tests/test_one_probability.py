@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import replace
 
+import pydicom
 import pytest
 import SimpleITK as sitk
 from model_fixtures import TINY_SPEC, export_tiny_model, run_cli
@@ -47,6 +48,10 @@ def test_every_output_shows_the_same_calibrated_p(demo, capsys):
     root, model, folder = demo["root"], str(demo["model"]), demo["folder"]
     event = write_mr_series(sitk.ReadImage(str(folder / "event.nii.gz"), sitk.sitkFloat32),
                             root / "event_dicom", series_description="event T1c")
+    for f in event.iterdir():  # a header value --dicom-out must clean (and say so)
+        ds = pydicom.dcmread(f)
+        ds.PatientSex = "0000"
+        ds.save_as(f)
     case = ["--t1", str(folder / "post_op.nii.gz"), "--t1", str(event), "--dose",
             str(folder / "dose.nii.gz"), "--model", model, "--device", "cpu"]
 
@@ -66,8 +71,9 @@ def test_every_output_shows_the_same_calibrated_p(demo, capsys):
     truth = folder / "event_lesion_mask.nii.gz"  # the simulator's lesion, given as a mask
     code, out, err = run_cli(["explain", *case, "--out", str(root / "explain"),
                               "--cube-mm", "24", "--stride-mm", "24", "--lesion-mask",
-                              str(truth)], capsys)
+                              str(truth), "--dicom-out", str(root / "dcm_explain")], capsys)
     assert code == 0, err
+    assert "DICOM header: PatientSex '0000'" in out + err  # explain says it, as classify does
     explained = json.loads((root / "explain" / "explain.json").read_text())
     assert f"{explained['target_probability']:.3f}" == p
     assert f"p(recurrence) = {p} (calibrated)" in explained["overview"]["title"]
@@ -91,11 +97,16 @@ def test_every_output_shows_the_same_calibrated_p(demo, capsys):
 
     import highdicom as hd
 
-    (sr_path,) = (root / "dcm").glob("SR_*.dcm")
-    (group,) = hd.sr.srread(sr_path).content.get_image_measurement_groups()
-    values = {m.name.value: m for m in group.get_measurements()}
-    assert f"{values['RN001'].value:.3f}" == p and "(calibrated)" in values["RN001"].name.meaning
-    assert f"{values['RN002'].value:.3f}" == raw and "uncalibrated" in values["RN002"].name.meaning
+    for dcm in (root / "dcm", root / "dcm_explain"):  # classify's SR and explain's
+        (sr_path,) = dcm.glob("SR_*.dcm")
+        (group,) = hd.sr.srread(sr_path).content.get_image_measurement_groups()
+        values = {m.name.value: m for m in group.get_measurements()}
+        assert f"{values['RN001'].value:.3f}" == p
+        assert "(calibrated)" in values["RN001"].name.meaning
+        assert f"{values['RN002'].value:.3f}" == raw
+        assert "uncalibrated" in values["RN002"].name.meaning
+        assert pydicom.dcmread(sr_path).PatientSex == ""
+    assert len(list((root / "dcm_explain").glob("PM_*.dcm"))) == 1
 
     summary = demo["summary"]  # the demo ran the same files: same p in its table and JSON
     assert f"{summary['p_recurrence']:.3f}" == p

@@ -109,6 +109,8 @@ def command(
     if dicom_out is not None:
         for path in pipeline.write_dicom(result, dicom_out, explained):
             console.print(f"DICOM written: {path}")
+        for note in result.record.get("dicom_header_notes") or []:  # as classify says them
+            console.print(f"DICOM header: {note}", markup=False)
 
 
 def _summary_lines(explained: ExplainResult, record: dict[str, Any], qa: dict[str, Any],

@@ -53,6 +53,7 @@ class CaseWithEvent(Protocol):
 def check_dicom_out(out_dir: Path | None, event: str | Path, inputs: list[Path]) -> None:
     """Refuse before the slow part: a non-DICOM event scan, an output folder that is, holds or
     lies in an input, or highdicom missing. Nothing is written."""
+    from ricecli.io.base import is_dicom_file
     from ricecli.io.files import check_writable, refuse_inputs
 
     if out_dir is None:
@@ -65,7 +66,10 @@ def check_dicom_out(out_dir: Path | None, event: str | Path, inputs: list[Path])
     check_writable(out, "--dicom-out")
     if out.exists() and not out.is_dir():
         raise OutputError("--dicom-out is a file", out_dir, fix="give a folder")
-    event_series(event)
+    # a DICOM file or a folder; not every header read here: the case's reader reads the series
+    # (refusing a folder without one) before the slow part, write_dicom_outputs once more
+    if not (event.is_dir() or is_dicom_file(event)):
+        raise InputError(NOT_DICOM, event, fix=NOT_DICOM_FIX)
     highdicom()
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import pydicom
 from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_VM
+from pydicom.datadict import dictionary_has_tag, dictionary_VM
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.valuerep import MAX_VALUE_LEN, validate_value
@@ -51,12 +51,12 @@ def clean_series(series: list[pydicom.Dataset]) -> tuple[list[pydicom.Dataset], 
 def clean_dataset(ds: pydicom.Dataset, notes: dict[str, None]) -> pydicom.Dataset:
     """A copy of `ds` whose patient, study and reference values are valid (notes added)."""
     out = copy.deepcopy(ds)
-    _clean_charset(out, notes)
-    for elem in list(out):
-        if elem.tag.group in GROUPS and not elem.tag.is_private and elem.VR != "SQ":
-            with warnings.catch_warnings():  # pydicom warns on every invalid value it meets
-                warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # pydicom warns on every invalid value it meets
+        warnings.simplefilter("ignore")
+        for elem in list(out):  # list(): every value decoded with the charset the file declares
+            if elem.tag.group in GROUPS and not elem.tag.is_private and elem.VR != "SQ":
                 _clean_element(out, elem, notes)
+    _clean_charset(out, notes)  # after decoding: changed first, it would misread the text
     for keyword in TYPE2:  # highdicom reads them as attributes: present, maybe empty
         if keyword not in out:
             setattr(out, keyword, "")
@@ -95,8 +95,9 @@ def _clean_element(ds: pydicom.Dataset, elem: DataElement, notes: dict[str, None
     raw = elem.value
     if isinstance(raw, bytes):  # undecodable text: nothing trustworthy to copy
         return _drop(ds, elem, "is not decodable text", notes)
-    values = [v for v in (raw if isinstance(raw, MultiValue) else [raw])]
-    if len(values) > 1 and dictionary_VM(elem.tag) == "1":
+    values = list(raw) if isinstance(raw, MultiValue) else [raw]
+    given = [str(v) for v in values]
+    if len(values) > 1 and dictionary_has_tag(elem.tag) and dictionary_VM(elem.tag) == "1":
         notes[f"{keyword} holds {len(values)} values where DICOM allows one: the first "
               "is kept"] = None
         values = values[:1]
@@ -111,7 +112,7 @@ def _clean_element(ds: pydicom.Dataset, elem: DataElement, notes: dict[str, None
         if str(fixed) != str(value):
             notes[_normalised(vr, keyword, value, fixed)] = None
         cleaned.append(fixed)
-    if [str(v) for v in cleaned] != [str(v) for v in values]:
+    if [str(v) for v in cleaned] != given:  # normalised, or cut to one value
         ds[elem.tag] = DataElement(elem.tag, vr, cleaned[0] if len(cleaned) == 1 else cleaned)
 
 

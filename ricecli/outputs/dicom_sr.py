@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from ricecli import __version__
-from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import MANUFACTURER, RESEARCH, code, highdicom, uid
 
 if TYPE_CHECKING:
@@ -32,10 +31,9 @@ def qa_verdict(result: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def build_sr(result: dict[str, Any], series: list[pydicom.Dataset]) -> Comprehensive3DSR:
-    """The Comprehensive 3D SR (TID 1500) of one classification result (header values of the
-    series made valid first)."""
+    """The Comprehensive 3D SR (TID 1500) of one classification result; `series`: headers
+    cleaned by outputs.dicom_header.clean_series (as write_dicom_outputs does, once)."""
     highdicom()
-    series, _ = clean_series(series)
     from highdicom.sr import (
         AlgorithmIdentification,
         CodedConcept,

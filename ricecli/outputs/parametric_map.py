@@ -14,7 +14,6 @@ import pydicom
 import SimpleITK as sitk
 
 from ricecli import __version__
-from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import MANUFACTURER, RESEARCH, highdicom, uid
 
 if TYPE_CHECKING:
@@ -24,10 +23,9 @@ if TYPE_CHECKING:
 def build_parametric_map(values: sitk.Image, series: list[pydicom.Dataset],
                          result: dict[str, Any], target: str = "recurrence") -> ParametricMap:
     """A float Parametric Map of `values` (an image on the event series' grid: frame k is
-    the k-th slice along row x column, as ricecli's reader stacks them); header values of the
-    series made valid first."""
+    the k-th slice along row x column, as ricecli's reader stacks them); `series`: headers
+    cleaned by outputs.dicom_header.clean_series (as write_dicom_outputs does, once)."""
     hd = highdicom()
-    series, _ = clean_series(series)
     from highdicom import PixelMeasuresSequence, PlaneOrientationSequence, PlanePositionSequence
     from highdicom.pm import ParametricMap, RealWorldValueMapping
     from pydicom.sr.codedict import codes

@@ -11,24 +11,28 @@ the edge network (issue 25, benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ricecli.explain.incremental.graph import LocalOp, NetworkSplit
+from ricecli.explain.incremental.graph import LocalOp, NetworkSplit, constants
 from ricecli.explain.incremental.windows import Windows
+
+if TYPE_CHECKING:
+    import onnx
 
 Costs = dict[str, list[float]]  # {"depth": [...], "work_per_position": [...]} (multiply-adds)
 
 WINDOW_OVERHEAD = 4 / 3  # a windowed output's cost in whole outputs (fitted on the edge net)
 
 
-def macs_per_output(op: LocalOp, split: NetworkSplit) -> float:
-    """Multiply-adds per output voxel and channel: C_in x kernel for a conv, kernel for a pool."""
-    kernel = float(np.prod(op.reach)) if op.reach else 1.0
-    if op.kind != "Conv":
-        return kernel
-    weights = {t.name: t for t in split.model.graph.initializer}
-    w = weights.get(op.node.input[1])
-    return float(w.dims[1]) * kernel if w is not None else kernel
+def macs_per_output(op: LocalOp, weights: dict[str, onnx.TensorProto]) -> float:
+    """Multiply-adds per output voxel and channel: C_in x kernel taps for a conv (its weight's
+    shape: a dilated kernel has no more taps), the window for a pool."""
+    w = weights.get(op.node.input[1]) if op.kind == "Conv" else None
+    if w is not None and len(w.dims) > 2:
+        return float(np.prod(w.dims[1:]))
+    return float(np.prod(op.reach)) if op.reach else 1.0
 
 
 def choose_depth(split: NetworkSplit, acts: dict[str, np.ndarray],
@@ -43,10 +47,11 @@ def choose_depth(split: NetworkSplit, acts: dict[str, np.ndarray],
                            for op in outs):
             break
         candidates.append(d)
+    weights = constants(split.model.graph)  # initializers or Constant nodes, looked up once
     windowed, whole = {}, {}
     for d in candidates:
         ops = [op for op in split.ops if op.depth == d and op.windowed]
-        per = [macs_per_output(op, split) * acts[op.output].shape[0] for op in ops]
+        per = [macs_per_output(op, weights) * acts[op.output].shape[0] for op in ops]
         windowed[d] = sum(p * float(np.prod(windows.sizes[op.output])) * WINDOW_OVERHEAD
                           for p, op in zip(per, ops, strict=True))
         whole[d] = sum(p * float(np.prod(acts[op.output].shape[1:]))
