@@ -1,8 +1,8 @@
 """Export, parity and latency figures for both presets on a lent GPU machine (or, degraded,
-on CPU): PyTorch CUDA (fp32, fp16/bf16 autocast, channels_last_3d), ONNX Runtime and
-TensorRT where present. Run through benchmarks/gpu_check.sh; settings come from GPU_CHECK_*
-environment variables (see Config). Results are rewritten to --json after every row, so a
-run cut short still leaves its figures; the summary table is printed last.
+on CPU): PyTorch CUDA (fp32, fp16/bf16 autocast, channels_last_3d) and ONNX Runtime (CPU, CUDA,
+and its TensorRT provider where present). Run through benchmarks/gpu_check.sh; settings come
+from GPU_CHECK_* environment variables (see Config). Results are rewritten to --json after
+every row, so a run cut short still leaves its figures; the summary table is printed last.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Bench:
     def __init__(self, cfg: Config, json_path: Path):
         self.cfg, self.json_path, self.start = cfg, json_path, time.perf_counter()
         self.data = {"config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
-                     "env": environment(), "exports": [], "engines": [], "rows": [],
+                     "env": environment(), "exports": [], "rows": [],
                      "skipped": []}
 
     def left(self) -> float:
@@ -321,66 +321,6 @@ def bench_torch_cpu(b: Bench, preset: str, members: list, spec: Spec) -> None:
                        "members": len(members), **stats(ms, 1), "max_abs_vs_fp32_cpu": 0.0})
 
 
-def bench_tensorrt(b: Bench, preset: str, members: list, spec: Spec, onnx: dict,
-                   ref: np.ndarray) -> None:
-    """Native TensorRT: export/to_trt.py in a child process bounded by the time left (a slow
-    or failing build costs only these rows), timed through ricecli's TensorRTEngine."""
-    import subprocess
-
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        b.skip(f"tensorrt {preset}", "TensorRT is not installed on this machine")
-        return
-    if not torch.cuda.is_available():
-        b.skip(f"tensorrt {preset}", "no CUDA GPU")
-        return
-    occ = b.cfg.occ_batch[preset]
-    script = Path(__file__).resolve().parents[1] / "export" / "to_trt.py"
-    for fp16, path in onnx.items():
-        what = f"tensorrt {preset} fp16={fp16}"
-        if b.left() < 30:
-            b.skip(what, "time budget")
-            continue
-        engine_path = path.with_suffix(".engine")
-        cmd = [sys.executable, str(script), "--onnx", str(path), "--out", str(engine_path),
-               "--max-batch", str(occ), "--opt-batch", str(occ),
-               "--timing-cache", str(b.cfg.work / "timing.cache"), *(["--fp16"] if fp16 else [])]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=b.left())
-        except subprocess.TimeoutExpired:
-            b.skip(f"{what} build", "time budget (build cut short)")
-            continue
-        if proc.returncode != 0:
-            b.skip(f"{what} build", (proc.stderr.strip().splitlines() or ["?"])[-1][:300])
-            continue
-        side = json.loads(engine_path.with_name(engine_path.name + ".json").read_text())
-        b.add("engines", {"preset": preset, "fp16": fp16, "size_mb":
-                          round(side["engine"]["size_bytes"] / 1e6, 2),
-                          "build_s": side["build"]["seconds"],
-                          "parity_vs_ort": side["parity"]["max_abs_diff_vs_onnxruntime"],
-                          "tensorrt": side["tensorrt_version"],
-                          "timing_cache": side["build"].get("timing_cache_status")})
-        engine = open_ricecli_engine(b, what, engine_path, "tensorrt")
-        if engine is None:
-            continue
-        for batch in (b.cfg.batches or (1, occ)):
-            x = volumes(spec, batch)
-            try:
-                ms = time_cpu(lambda e=engine, x=x: e.run(x), b.cfg.reps)
-                diff = float(np.abs(engine.run(x)[0] - ref).max()) if batch == 1 else None
-            except Exception as err:  # noqa: BLE001 - record and go on
-                b.skip(f"{what} b{batch}", f"{type(err).__name__}: {err}"[:300])
-                continue
-            b.add("rows", {"preset": preset, "engine": "tensorrt", "mode":
-                           "fp16-onnx" if fp16 else "fp32", "batch": batch,
-                           "members": len(members), **stats(ms, batch),
-                           "max_abs_vs_fp32_cpu": diff, "providers": engine.providers})
-        from ricecli.inference.engine import forget_engines
-
-        forget_engines()
-
-
 def preflight(b: Bench, model_path: Path) -> None:
     """ricecli's provider policy on this machine, as a user meets it: open_engine on the
     shipped model for each device, with the providers its session really got."""
@@ -416,10 +356,6 @@ def table(data: dict) -> str:
         lines.append(f"export {e['preset']:<5} {'fp16' if e['fp16'] else 'fp32'}: "
                      f"{e['size_mb']:8.2f} MB, {e['members']} member(s), parity "
                      f"{e['parity_max_abs']:.1e}, {e['exporter']}, {e['seconds']} s")
-    for e in data["engines"]:
-        lines.append(f"engine {e['preset']:<5} {'fp16' if e['fp16'] else 'fp32'}: "
-                     f"{e['size_mb']:8.2f} MB, build {e['build_s']} s, vs ORT "
-                     f"{e['parity_vs_ort']:.1e}")
     lines.append(f"{'preset':<6} {'engine':<22} {'mode':<19} {'N':>3} {'M':>2} "
                  f"{'median ms':>10} {'ms/vol':>9} {'p90 ms':>9} {'|d| fp32':>9}")
     for r in data["rows"]:
@@ -452,11 +388,10 @@ def main() -> int:
             b.skip(f"preset {preset}", f"{type(err).__name__}: {err}"[:300])
             traceback.print_exc()
             continue
-        # each family on its own (one failing skips only its rows); TensorRT builds last
+        # each family on its own (one failing skips only its rows); TensorRT's builds last
         steps = [("torch-cuda", bench_torch_cuda, (members, spec, ref), {}),
                  ("onnxruntime", bench_onnxruntime, (members, spec, onnx, ref), {}),
                  ("torch-cpu", bench_torch_cpu, (members, spec), {}),
-                 ("tensorrt", bench_tensorrt, (members, spec, onnx, ref), {}),
                  ("onnxruntime-tensorrt", bench_onnxruntime, (members, spec, onnx, ref),
                   {"devices": ("tensorrt",)})]
         for name, step, step_args, step_kwargs in steps:

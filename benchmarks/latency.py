@@ -10,11 +10,11 @@ rigidly as a scanner would see it, with noise and an enhancing lesion) and a 2.5
 written as NIfTI. Model: --model, else the shipped default, else a random-weight `edge`
 ensemble exported with export/to_onnx.py (weights do not change the speed). The torch vs ORT
 comparison always uses a random-weight `edge` ensemble with the same member count, exported
-the same way; torch and ONNX Runtime take turns inside every repeat (side by side on a shared
-machine), and ONNX Runtime runs twice: as ricecli opens it (the exact load-time rewrite of
-ricecli/inference/ort_rewrite.py) and on the exported file as is. --paper-size N adds the `paper`
-architecture (1 member, random weights) at 1x3xN^3. Prints one line per figure and a final JSON
-line.
+the same way (sibling convs merged at export, export/merge_convs.py); torch and ONNX Runtime
+take turns inside every repeat (side by side on a shared machine), and ONNX Runtime runs that
+export and the shipped model (the same architecture and member count: the speed a user gets).
+--paper-size N adds the `paper` architecture (1 member, random weights) at 1x3xN^3. Prints one
+line per figure and a final JSON line.
 """
 
 from __future__ import annotations
@@ -134,25 +134,28 @@ def side_by_side(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def compare_engines(path: Path, nets: list, threads: int, repeats: int,
-                    batches: tuple[int, ...]) -> dict:
-    """torch eager vs ONNX Runtime as ricecli opens it vs ORT on the file as is, per batch."""
+                    batches: tuple[int, ...], shipped: Path | None = None) -> dict:
+    """torch eager vs ONNX Runtime (as ricecli opens it) on the same export, per batch; and
+    ORT on the `shipped` model when it has the same input and member count."""
+    import onnx
     import torch
 
     from ricecli.inference.engine import OnnxRuntimeEngine
     from ricecli.inference.model import load_model
-    from ricecli.inference.ort_rewrite import rewritten_model
-    from ricecli.runtime import CPU_EP, cpu_session
     from train.model import Ensemble
 
     model = load_model(path)
-    engine = OnnxRuntimeEngine(model, [CPU_EP], threads=threads)
-    plain = cpu_session(path, threads)  # the file as is: the same settings, no rewrite
+    engines = {"ort": OnnxRuntimeEngine(model, threads=threads)}
+    if shipped is not None:
+        other = load_model(shipped)
+        if other.spec.model_space == model.spec.model_space and other.members == len(nets):
+            engines["ort_shipped"] = OnnxRuntimeEngine(other, threads=threads)
     ensemble = Ensemble(nets).eval()
     torch.set_num_threads(threads)
     shape = (len(model.spec.channels), *model.spec.model_space.shape_zyx)
-    rewrite = rewritten_model(path)
+    stems = [n.op_type for n in onnx.load(str(path)).graph.node if "volumes" in n.input]
     out = {"members": len(nets), "input_shape": list(shape), "threads": threads,
-           "rewrite": "sibling convs merged" if isinstance(rewrite, bytes) else rewrite}
+           "stem_convs_in_export": len(stems), "torch": torch.__version__}
     for batch in batches:
         x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
         xt = torch.from_numpy(x)
@@ -161,33 +164,36 @@ def compare_engines(path: Path, nets: list, threads: int, repeats: int,
             with torch.inference_mode():
                 return ensemble(xt)
 
-        times = side_by_side({"torch": run_torch, "ort": lambda x=x: engine.run(x),
-                              "ort_file_as_is": lambda x=x: plain.run(None, {"volumes": x})},
-                             repeats)
+        fns = {"torch": run_torch, **{name: (lambda x=x, e=e: e.run(x))
+                                      for name, e in engines.items()}}
+        times = side_by_side(fns, repeats)
         med = {k: statistics.median(v) for k, v in times.items()}
         ref = run_torch()
-        got = engine.run(x)
+        got = engines["ort"].run(x)
         diff = float(max(np.abs(ref[0].numpy() - got[0]).max(),
                          np.abs(ref[1].numpy() - got[1]).max()))
-        ratios = [a / b for a, b in zip(times["torch"], times["ort"], strict=True)]
-        out[f"batch{batch}"] = {
-            "torch_eager_s": round(med["torch"], 4), "onnxruntime_s": round(med["ort"], 4),
-            "onnxruntime_file_as_is_s": round(med["ort_file_as_is"], 4),
-            "torch_over_ort": round(med["torch"] / med["ort"], 2),
-            "torch_over_ort_range": [round(min(ratios), 2), round(max(ratios), 2)],
-            "times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
-            "max_abs_diff": diff}
-        print(f"batch {batch}: torch eager {med['torch']:.3f} s, ONNX Runtime {med['ort']:.3f} s "
-              f"(file as is {med['ort_file_as_is']:.3f} s), ratio {med['torch'] / med['ort']:.2f}x"
-              f" (per repeat {min(ratios):.2f}-{max(ratios):.2f}; max |diff| {diff:.1e})",
+        row: dict = {"torch_eager_s": round(med["torch"], 4)}
+        for name in engines:
+            ratios = [a / b for a, b in zip(times["torch"], times[name], strict=True)]
+            suffix = name.removeprefix("ort")
+            row[f"onnxruntime{suffix}_s"] = round(med[name], 4)
+            row[f"torch_over_ort{suffix}"] = round(med["torch"] / med[name], 2)
+            row[f"torch_over_ort{suffix}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+        row.update(times_s={k: [round(t, 4) for t in v] for k, v in times.items()},
+                   max_abs_diff=diff)
+        out[f"batch{batch}"] = row
+        said = ", ".join(f"{name} {med[name]:.3f} s ({med['torch'] / med[name]:.2f}x)"
+                         for name in engines)
+        print(f"batch {batch}: torch eager {med['torch']:.3f} s, {said}; max |diff| {diff:.1e}",
               flush=True)
     return out
 
 
-def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=None) -> dict:
+def torch_vs_ort(folder: Path, members: int, threads: int, repeats: int, spec=None,
+                 shipped: Path | None = None) -> dict:
     """Same random edge ensemble: torch eager vs ONNX Runtime CPU, batch 1 and batch 8."""
     path, nets = random_edge_model(folder, members, spec)
-    return compare_engines(path, nets, threads, repeats, (1, 8))
+    return compare_engines(path, nets, threads, repeats, (1, 8), shipped)
 
 
 def paper_vs_torch(folder: Path, size: int, threads: int, repeats: int) -> dict:
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = loaded.spec
     members = members or 5
     ratios = None if args.skip_engines else torch_vs_ort(work, members, threads, args.repeats,
-                                                         spec)
+                                                         spec, model_path)
     if model_path is None:
         if args.skip_engines:
             random_edge_model(work, members)

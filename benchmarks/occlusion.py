@@ -3,7 +3,7 @@
     python benchmarks/occlusion.py [--threads 2] [--repeats 3] [--cube-mm 16] [--stride-mm 16]
                                    [--batch 16] [--only ricecli,monai,captum] [--checkpoint CKPT]
                                    [--no-incremental] [--depth D] [--members 1]
-                                   [--approximate 0.25] [--single-thread-work 3]
+                                   [--single-thread-work 3]
                                    [--out FILE.json]
     python benchmarks/occlusion.py --paper 96 [--cube-vox 8] [--positions 16] [--threads 2]
 
@@ -23,9 +23,6 @@ median reported. The JSON records the CPU model and SIMD flags, library versions
 load average before and after every timing, and each run's process CPU time beside its wall
 time (on a loaded machine torch's threads wait for each other, so the CPU-time ratio is the
 better guess at a quiet machine's wall-time ratio).
-
---approximate F: also the approximate drill-down (off by default in ricecli), with its error
-against the exact map (max / mean |diff|, Spearman rank correlation over the top 5 % voxels).
 
 --paper N: the `paper` architecture (MONAI resnet18 defaults, 1 member, random weights) at
 1x3xN^3 (2 mm), cube = stride = --cube-vox voxels. A whole map there costs torch hours on 2
@@ -57,12 +54,13 @@ def template_case(spec) -> tuple[np.ndarray, np.ndarray]:
     """[C, z, y, x] channels and the brain mask in model space, from the shipped template."""
     import SimpleITK as sitk
 
-    from ricecli.geometry.template import load_template, model_space_grid, template_mask_in
+    from ricecli.geometry.template import load_template, model_space_grid
 
     grid = model_space_grid(spec.model_space)
     t1 = sitk.GetArrayFromImage(sitk.Resample(load_template().t1, grid, sitk.Transform(),
                                               sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    mask = sitk.GetArrayFromImage(template_mask_in(spec.model_space)).astype(bool)
+    mask = sitk.GetArrayFromImage(sitk.Resample(load_template().mask, grid, sitk.Transform(),
+                                                sitk.sitkNearestNeighbor, 0)).astype(bool)
     z = np.where(mask, (t1 - t1[mask].mean()) / t1[mask].std(), 0).astype(np.float32)
     zz, yy, xx = np.indices(z.shape)
     c = np.array(z.shape) // 2 + np.array([4, -6, 8])
@@ -91,19 +89,6 @@ def network(spec, checkpoint: str | None, seed: int = 0):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     return net
-
-
-def approx_error(exact: np.ndarray, approx: np.ndarray, top: float = 0.05) -> dict:
-    """Max / mean |approx - exact| and Spearman rank correlation over the exact map's top 5 %."""
-    from scipy.stats import spearmanr
-
-    diff = np.abs(approx - exact)
-    cut = np.quantile(exact, 1 - top)
-    sel = exact >= cut
-    rho = spearmanr(exact[sel], approx[sel]).statistic if sel.sum() > 2 else float("nan")
-    return {"max_abs_diff_vs_exact": float(diff.max()), "mean_abs_diff_vs_exact":
-            float(diff.mean()), "exact_map_max": float(np.abs(exact).max()),
-            "spearman_top5pct_voxels": round(float(rho), 4)}
 
 
 def paper_run(args) -> dict:
@@ -267,9 +252,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="ricecli: exact incremental layers (default) or whole volumes")
     ap.add_argument("--depth", type=int, default=None,
                     help="incremental depth (default: chosen from the layers' work; 1 = stem)")
-    ap.add_argument("--approximate", type=float, default=None, help="also ricecli's "
-                    "approximate drill-down (fraction of coarse positions refined, e.g. 0.25) "
-                    "and its error against the exact map (once, after the rounds)")
     ap.add_argument("--paper", type=int, default=0, help="paper architecture at N^3 instead")
     ap.add_argument("--cube-vox", type=int, default=8, help="--paper: cube and stride, voxels")
     ap.add_argument("--positions", type=int, default=16, help="--paper: positions timed")
@@ -334,16 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(path)
         engine = OnnxRuntimeEngine(model, threads=args.threads)
 
-        def ricecli(edges: str, approximate: float | None = None):
+        def ricecli(edges: str):
             """One explain's occlusion from scratch: new runner, empty depth cache."""
             clear_all()
             os.environ["RICENET_CACHE"] = tempfile.mkdtemp(dir=tmp)
             stem, method = incremental_for(model, engine, args.incremental, args.depth)
             m = occlusion_maps(vol, engine, spec.channels, cube, stride, fill=0.0,
                                target="recurrence", classes=spec.classes, batch=args.batch,
-                               edges=edges, brain_mask=mask, incremental=stem, method=method,
-                               approximate=approximate)
-            n = m.positions.get("approximate_run", m.positions["run"]) + 1
+                               edges=edges, brain_mask=mask, incremental=stem, method=method)
+            n = m.positions["run"] + 1
             return m.maps["all"], n, {"positions": m.positions, "method": m.method}
 
         for edges in args.edges.split(","):
@@ -404,13 +385,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ricecli {ours[8:]} vs {peer}: {res[f'speedup_vs_{peer}']} -> median "
                   f"{res[f'speedup_vs_{peer}_median']}x, max |diff| "
                   f"{res[f'max_abs_diff_vs_{peer}']:.1e}", flush=True)
-    if args.approximate is not None and "ricecli_shift" in maps:
-        t = time.perf_counter()
-        approx, volumes, extra = ricecli("shift", args.approximate)
-        res["runs"]["ricecli_approx"] = {"s": round(time.perf_counter() - t, 3),
-                                         "volumes": volumes, **extra,
-                                         **approx_error(maps["ricecli_shift"], approx)}
-        print(f"approximate vs exact: {res['runs']['ricecli_approx']}", flush=True)
     if args.single_thread_work and "ricecli" in which:
         res["single_thread_work"] = single_thread_work(net, vol, mask, cube, stride, spec, model,
                                                        args.single_thread_work)

@@ -34,7 +34,8 @@ from ricecli.inference.calibration import calibrate_members
 from ricecli.inference.engine import open_engine
 from ricecli.inference.model import load_model
 from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor
-from ricecli.simulate.posed import gaussian_dose, posed_copy
+from ricecli.simulate.scanner import posed_copy
+from ricecli.simulate.treatment import gaussian_dose
 
 # (rotation about x, y, z in degrees, translation in mm): what a head does between sessions
 POSES = (
@@ -122,7 +123,7 @@ def pose_study(event_path: Path, post_op_path: Path, work: Path, model, engine,
         seconds.append(time.perf_counter() - t0)
         cases.append(case)
         p_rec.append(float(probs[0][list(model.spec.classes).index("recurrence")]))
-        reg = case.qa["registration"]["event_to_template"]
+        reg = case.qa.measures["registration"]["event_to_template"]
         template_qa.append({k: reg.get(k) for k in ("rotation_deg", "translation_mm", "metric",
                                                      "brain_dice", "likely_failed", "reasons")})
     per_channel = {c: round(min(correlation(x.channels[c], y.channels[c])

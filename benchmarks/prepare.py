@@ -6,7 +6,8 @@ The case: two 256x256x180 1 mm T1c volumes (the shared BraTS T1c, or the shipped
 real TCGA-FG-6692 pair (skull on, 5.5 mm slices: brain extraction on both) and a 60 Gy dose.
 With --baseline DIR (a folder holding another `ricecli` package, e.g. a git worktree) each
 repeat runs the baseline then this checkout (A B A B ...) on the shared machine, and the JSON
-gives both medians, their ratio and the load average.
+gives both medians, their ratio and the load average. Each run also times the CLI's start
+(`import ricecli.cli`).
 
     python benchmarks/prepare.py [--repeat 3] [--preset edge] [--command classify]
                                  [--skull-on] [--baseline /tmp/old] [--out results/x.json]
@@ -88,7 +89,7 @@ def build_case(folder: Path) -> dict:
 def build_skull_on_case(folder: Path) -> dict:
     """The real TCGA pair as post-op (t1) and event (t1c), and a 60 Gy dose in its frame."""
     sys.path.insert(0, str(ROOT))
-    from ricecli.simulate.posed import gaussian_dose
+    from ricecli.simulate.treatment import gaussian_dose
 
     for label, name in (("post_op", "TCGA-FG-6692_t1.nii.gz"),
                         ("event", "TCGA-FG-6692_t1c.nii.gz")):
@@ -128,6 +129,15 @@ def run_once(folder: Path, out: Path, preset: str, command: str = "prepare",
     return {"wall_s": wall, "cpu_s": cpu, "stages_s": stages, "registrations_failed": failed}
 
 
+def import_seconds(code: Path | None) -> float:
+    """Wall time of `python -c "import ricecli.cli"` (the CLI's start before any command)."""
+    env = {**os.environ, "PYTHONPATH": str(code or ROOT)}
+    t0 = time.perf_counter()  # run in `code`: `-c` puts the working directory first on the path
+    subprocess.run([sys.executable, "-c", "import ricecli.cli"], check=True, env=env,
+                   cwd=code or ROOT)
+    return time.perf_counter() - t0
+
+
 def machine() -> dict:
     """CPU model, core count, versions: what a timing means depends on them."""
     import numpy
@@ -147,6 +157,7 @@ def _summary(runs: list[dict]) -> dict:
     return {"wall_s": [round(w, 3) for w in walls],
             "wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
             "cpu_s_median": round(statistics.median(r["cpu_s"] for r in runs), 3),
+            "import_s_median": round(statistics.median(r["import_s"] for r in runs), 3),
             "stages_s_median": {k: round(statistics.median(r["stages_s"][k] for r in runs), 3)
                                 for k in keys},
             "registrations_failed": sorted({k for r in runs for k in r["registrations_failed"]})}
@@ -172,6 +183,7 @@ def main() -> None:
                 if name == "baseline" and code is None:
                     continue
                 run = run_once(folder, folder / f"out_{name}", args.preset, args.command, code)
+                run["import_s"] = import_seconds(code)
                 runs[name].append(run)
                 print(f"run {i} {name}: wall {run['wall_s']:.2f} s, cpu {run['cpu_s']:.2f} s, "
                       f"stages {run['stages_s']}", flush=True)

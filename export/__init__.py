@@ -1,1 +1,2 @@
-"""Export: fold checkpoints -> one verified ONNX model (to_onnx) -> TensorRT engines (to_trt)."""
+"""Export: fold checkpoints -> one verified ONNX model (to_onnx), sibling convs merged once
+(merge_convs)."""

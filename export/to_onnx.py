@@ -5,9 +5,10 @@
 
 The graph follows ricecli/contract.py (input `volumes` [N, C, D, H, W] float32 with
 a dynamic N; outputs `probabilities` [N, 2] and `member_probabilities` [N, M, 2]; spec and
-card in metadata_props); opset 18; one self-contained file. The card holds name, version,
-classes, members with their fold metrics and checkpoint sha256, training summary, intended
-use, created, exporter versions and fp16. With --fp16 the weights and compute are float16
+card in metadata_props); opset 18; one self-contained file; sibling convs merged (exact:
+export/merge_convs.py, once here rather than at every session open). The card holds name,
+version, classes, members with their fold metrics and checkpoint sha256, training summary,
+intended use, created, exporter versions and fp16. With --fp16 the weights and compute are float16
 inside, behind Cast nodes, so the float32 interface stays. Only the torch export is here: every
 export is checked (onnx full check, then ricecli's own load_model and OnnxRuntimeEngine vs the
 float32 PyTorch ensemble) before it is renamed into place; fp32 must agree to <= 1e-4.
@@ -37,6 +38,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python export/to_onnx.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from export.merge_convs import merge_sibling_convs  # noqa: E402
 from export.run_folds import (  # noqa: E402
     fold_checkpoints,
     load_fold_members,
@@ -203,6 +205,7 @@ def export_ensemble(members: list, spec: Spec, card: dict, out_path: str | Path,
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.doc_string = f"ricenet {card['name']} {card['version']}: {INTENDED_USE}"
+        merge_sibling_convs(proto)
         onnx.save(proto, str(tmp))
         del proto
         onnx.checker.check_model(str(tmp), full_check=True)

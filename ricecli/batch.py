@@ -155,7 +155,7 @@ def _run_case(worker: _Worker, case: ManifestCase) -> Row:
             explain_dir, explained = _explain(worker, case, result, Path(settings.explain_root))
         if settings.dicom_root and result.labelled:  # --dicom-out DIR/<case_id>/
             pipeline.write_dicom(result, Path(settings.dicom_root) / case.case_id, explained)
-        return result_row(case, result.record, None, time.perf_counter() - start, explain_dir)
+        return result_row(case, result.result, None, time.perf_counter() - start, explain_dir)
     except RicenetError as err:
         raise_if_interrupted()
         message = err.one_line()
@@ -165,7 +165,7 @@ def _run_case(worker: _Worker, case: ManifestCase) -> Row:
     return result_row(case, None, " ".join(message.split()), time.perf_counter() - start)
 
 
-def _explain(worker: _Worker, case: ManifestCase, result: pipeline.CaseResult,
+def _explain(worker: _Worker, case: ManifestCase, result: pipeline.Classified,
              root: Path) -> tuple[str, ExplainResult]:
     """Occlusion maps of the case into ROOT/<case_id> (renamed into place when done)."""
     final = root / case.case_id

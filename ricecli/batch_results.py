@@ -1,19 +1,22 @@
-"""The results CSV of `ricecli batch`: one row per case, appended under a file lock and flushed,
-so a killed run or parallel shards never lose finished rows; resume reads it back.
+"""The results CSV of `ricecli batch`: one row per case, appended under a file lock (filelock's,
+beside the CSV) and flushed, so a killed run or parallel shards never lose finished rows;
+resume reads it back.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ricecli.errors import EXIT_INTERNAL, EXIT_QA_FAILED, EXIT_REFUSED, OutputError
 from ricecli.io.manifest import ManifestCase
+from ricecli.result import CaseResult
 
 RESULT_COLUMNS = ("case_id", "status", "label", "p_recurrence", "p_RICE", "votes_recurrence",
                   "votes_RICE", "members", "true_label", "warnings", "seconds", "error",
@@ -50,52 +53,46 @@ class ResultsWriter:
 
     def append(self, row: Row) -> None:
         """Append one row (a half row left by a killed writer is closed first)."""
-        with open(self.path, "a+", newline="") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                f.seek(0)
-                # an existing file keeps its own columns (one written by an older version too)
-                header = next(csv.reader([f.readline()]), None) or list(RESULT_COLUMNS)
-                buf = io.StringIO()
-                csv.DictWriter(buf, header, extrasaction="ignore",
-                               lineterminator="\n").writerow(row)
-                f.seek(0, os.SEEK_END)
-                prefix = ""
-                if f.tell() == 0:
-                    prefix = ",".join(RESULT_COLUMNS) + "\n"
-                else:
-                    f.seek(f.tell() - 1)
-                    if f.read(1) != "\n":  # a killed writer left half a row: close it
-                        prefix = "\n"
-                f.write(prefix + buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with FileLock(f"{self.path}.lock"), open(self.path, "a+", newline="") as f:
+            f.seek(0)
+            # an existing file keeps its own columns (one written by an older version too)
+            header = next(csv.reader([f.readline()]), None) or list(RESULT_COLUMNS)
+            buf = io.StringIO()
+            csv.DictWriter(buf, header, extrasaction="ignore", lineterminator="\n").writerow(row)
+            f.seek(0, os.SEEK_END)
+            prefix = ""
+            if f.tell() == 0:
+                prefix = ",".join(RESULT_COLUMNS) + "\n"
+            else:
+                f.seek(f.tell() - 1)
+                if f.read(1) != "\n":  # a killed writer left half a row: close it
+                    prefix = "\n"
+            f.write(prefix + buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
 
 
-def result_row(case: ManifestCase, result: dict[str, Any] | None, error: str | None,
+def result_row(case: ManifestCase, result: CaseResult | None, error: str | None,
                seconds: float, explain_dir: str = "") -> Row:
-    """The CSV row of one case (ok with its result record, or error with the message)."""
+    """The CSV row of one case (ok with its result, qa_fail without a label, or error with the
+    message); p_*: the calibrated p, the one every output shows."""
     row: Row = {"case_id": case.case_id, "true_label": case.label or "",
                 "seconds": f"{seconds:.2f}", "explain_dir": explain_dir}
     if result is None:
         return {**row, "status": "error", "error": error or "unknown error"}
-    qa = result.get("qa") or {}
-    row.update(qa_verdict=qa.get("verdict", ""), qa_reasons=" | ".join(qa.get("reasons") or []))
-    if result.get("label") is None:  # QA failed: no label, the reasons say why
-        return {**row, "status": "qa_fail", "warnings": " | ".join(result["warnings"]),
-                "error": "", "model_sha256": result["model"]["sha256"],
-                "engine": result["engine"]["name"]}
-    from ricecli.inference.calibration import csv_fields  # uncertain, member_sd
-
-    probs, votes = result["probabilities"], result["votes"]
-    return {**row, **csv_fields(result), "status": "ok", "label": result["label"],
+    row.update(qa_verdict=result.qa.verdict,
+               qa_reasons=" | ".join(f.message for f in result.qa.why()),
+               warnings=" | ".join(f.message for f in result.qa.warnings), error="",
+               model_sha256=result.model["sha256"], engine=result.engine["name"])
+    if result.probabilities is None or result.votes is None:  # QA failed: the reasons say why
+        return {**row, "status": "qa_fail"}
+    probs, votes, unc = result.probabilities, result.votes, result.uncertainty or {}
+    return {**row, "status": "ok", "label": result.label,
             "p_recurrence": f"{probs['recurrence']:.6f}", "p_RICE": f"{probs['RICE']:.6f}",
             "votes_recurrence": votes.get("recurrence", 0), "votes_RICE": votes.get("RICE", 0),
-            "members": len(result["members"]), "warnings": " | ".join(result["warnings"]),
-            "error": "", "model_sha256": result["model"]["sha256"],
-            "engine": result["engine"]["name"]}
+            "members": len(result.members), "uncertain": int(bool(unc.get("uncertain"))),
+            "member_sd": f"{unc['member_sd_p_recurrence']:.6f}"
+            if "member_sd_p_recurrence" in unc else ""}
 
 
 def read_results(results: Path) -> list[Row]:

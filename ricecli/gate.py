@@ -3,8 +3,8 @@
 `check_case` runs right after reading, for every command (prepare, classify, explain, batch
 rows, demo): an MR scan for each --t1, a dose map for --dose, the two visits in order, two
 different scans, one patient. Geometry (spacing, direction) is checked by the readers. A
-refusal is an InputError/DoseError: one line, exit 2, nothing written. Thresholds were measured
-on the data listed in docs/qa.md.
+refusal is an InputError/DoseError: one line, exit 2, nothing written. The thresholds are
+ricecli.qa.LIMITS (measured on the data listed in docs/qa.md).
 """
 
 from __future__ import annotations
@@ -17,27 +17,17 @@ import SimpleITK as sitk
 
 from ricecli.errors import DoseError, InputError
 from ricecli.io.base import image_facts
+from ricecli.qa import LIMITS
 
-# texture: std of (image - Gaussian(3 mm) of it) / std of the image, on the image's foreground
-# at ~3 mm. Measured (docs/qa.md): real and simulated MR 0.26-0.56; doses 0.02-0.15.
-TEXTURE_SPLIT = 0.20
-TEXTURE_MM = 3.0
-# CT: a share of voxels at air (<= -500, HU) with bright bone; MR (even z-scored) has neither
-CT_AIR_HU = -500.0
-CT_MIN_AIR_SHARE = 0.05
-CT_MIN_BONE_HU = 300.0
-# a T1c finer than this in its finest axis / thickest axis (mm); an 8^3 phantom at 30 mm is not
-MAX_FINEST_SPACING_MM = 6.0
-MAX_THICKEST_SPACING_MM = 15.0
-MIN_VOXELS = 4  # along every axis: fewer is a slice or a sliver, not a volume to register
+TEXTURE_MM = 3.0  # texture: fine detail left by a Gaussian of this width, on a grid this coarse
 T1_FIX = "give the T1c MR scans: --t1 POSTOP --t1 EVENT (the first --t1 is the post-op scan)"
 DOSE_FIX = "give the plan's dose (DICOM RTDOSE, or an image file in Gy) with --dose"
 
 
 def texture(image: sitk.Image) -> float:
     """Fine detail relative to contrast: ~0 for a smooth dose, 0.25+ for anatomy."""
-    # shrunk to ~3 mm, but never below MIN_VOXELS along an axis (the Gaussian needs them)
-    factors = [max(1, min(int(round(TEXTURE_MM / s)), n // MIN_VOXELS))
+    # shrunk to ~3 mm, but never below LIMITS.min_voxels along an axis (the Gaussian needs them)
+    factors = [max(1, min(int(round(TEXTURE_MM / s)), n // LIMITS.min_voxels))
                for s, n in zip(image.GetSpacing(), image.GetSize(), strict=True)]
     work = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
     values = sitk.GetArrayFromImage(work).astype(np.float64)
@@ -53,9 +43,9 @@ def texture(image: sitk.Image) -> float:
 def ct_like(image: sitk.Image) -> float:
     """Share of voxels at air in Hounsfield units when the image also holds bone; else 0."""
     values = sitk.GetArrayViewFromImage(image)
-    if float(np.percentile(values, 99.5)) < CT_MIN_BONE_HU:
+    if float(np.percentile(values, 99.5)) < LIMITS.ct_min_bone_hu:
         return 0.0
-    return float((values <= CT_AIR_HU).mean())
+    return float((values <= LIMITS.ct_air_hu).mean())
 
 
 def _visit_time(facts: dict[str, str]) -> str | None:
@@ -75,11 +65,11 @@ def _pretty(stamp: str) -> str:
 
 
 def check_volume(image: sitk.Image, path: str | Path, role: str) -> None:
-    """Refuse an input with fewer than MIN_VOXELS voxels along an axis: a single slice, or a
+    """Refuse an input with fewer than LIMITS.min_voxels voxels along an axis: a slice, or a
     dose grid that covers a sliver of the head, cannot be registered or smoothed."""
     size = image.GetSize()
     for axis, n in zip("xyz", size, strict=False):
-        if n < MIN_VOXELS:
+        if n < LIMITS.min_voxels:
             extent = n * image.GetSpacing()["xyz".index(axis)]
             dose = role == "--dose"
             fix = ("give the plan's whole dose grid (DICOM RTDOSE, or an image file in Gy) "
@@ -87,7 +77,7 @@ def check_volume(image: sitk.Image, path: str | Path, role: str) -> None:
             raise InputError(f"has only {n} voxel{'s' * (n != 1)} along its {axis} axis "
                              f"({'x'.join(map(str, size))} voxels, {extent:g} mm): "
                              f"{'the dose grid' if dose else 'the scan'} covers a sliver, not "
-                             f"a volume (at least {MIN_VOXELS} voxels along every axis are "
+                             f"a volume (at least {LIMITS.min_voxels} voxels along every axis are "
                              f"needed); given as the {role}", path, fix=fix)
 
 
@@ -101,20 +91,22 @@ def check_t1(image: sitk.Image, path: str | Path, role: str) -> dict:
         raise InputError(f"is {kind} (Modality {modality}), not an MR scan; given as the "
                          f"{role} --t1", path, fix=T1_FIX)
     air = ct_like(image)
-    if air >= CT_MIN_AIR_SHARE:
+    if air >= LIMITS.ct_min_air_share:
         raise InputError(f"looks like a CT, not an MR scan ({air:.0%} of voxels at air in "
                          f"Hounsfield units, with bone); given as the {role} --t1", path,
                          fix=T1_FIX)
     spacing = sorted(image.GetSpacing())
-    if spacing[0] > MAX_FINEST_SPACING_MM or spacing[-1] > MAX_THICKEST_SPACING_MM:
+    finest, thickest = LIMITS.max_finest_spacing_mm, LIMITS.max_thickest_spacing_mm
+    if spacing[0] > finest or spacing[-1] > thickest:
         raise InputError(f"has {'x'.join(f'{s:g}' for s in image.GetSpacing())} mm voxels, too "
-                         f"coarse for a T1c scan (finest axis at most {MAX_FINEST_SPACING_MM:g} "
-                         f"mm, slices at most {MAX_THICKEST_SPACING_MM:g} mm); given as the "
+                         f"coarse for a T1c scan (finest axis at most {finest:g} "
+                         f"mm, slices at most {thickest:g} mm); given as the "
                          f"{role} --t1", path, fix=T1_FIX)
     detail = texture(image)
-    if detail < TEXTURE_SPLIT:
+    if detail < LIMITS.texture_split:
         raise InputError(f"looks like a dose map, not an MR scan (smooth and featureless: "
-                         f"texture {detail:.2f} < {TEXTURE_SPLIT}); given as the {role} --t1",
+                         f"texture {detail:.2f} < {LIMITS.texture_split}); given as the "
+                         f"{role} --t1",
                          path, fix=T1_FIX)
     return {"texture": round(detail, 3), "modality": modality or None}
 
@@ -125,9 +117,9 @@ def check_dose(dose: sitk.Image, path: str | Path) -> dict:
     if facts.get("Modality", "").upper() == "RTDOSE":
         return {"texture": None, "modality": "RTDOSE"}
     detail = texture(dose)
-    if detail > TEXTURE_SPLIT:
+    if detail > LIMITS.texture_split:
         raise DoseError(f"looks like an MR scan, not a dose map (anatomical detail: texture "
-                        f"{detail:.2f} > {TEXTURE_SPLIT}), whatever --dose-unit says", path,
+                        f"{detail:.2f} > {LIMITS.texture_split}), whatever --dose-unit says", path,
                         fix=DOSE_FIX)
     return {"texture": round(detail, 3), "modality": facts.get("Modality") or None}
 

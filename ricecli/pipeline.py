@@ -6,7 +6,6 @@ prepared, classified, refused on QA and explained the same way whichever command
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,21 +19,32 @@ from ricecli.inference.engine import Engine, describe, open_engine
 from ricecli.inference.model import LoadedModel, load_model
 from ricecli.io.files import staged_output
 from ricecli.outputs.explain_files import write_explain
-from ricecli.outputs.record import build_result, case_inputs_record, qa_failed, withhold_answer
+from ricecli.outputs.record import build_result, case_inputs_record
 from ricecli.prepare import CaseInputs, PreparedCase, prepare_case, to_tensor, write_prepared
+from ricecli.result import SCHEMA_VERSION, CaseResult, qa_record, to_json, to_record
 
 
 @dataclass
-class CaseResult:
-    """One classified case: the JSON record and the prepared case it came from."""
+class Classified:
+    """One classified case: its result and the prepared case it came from (explain needs
+    the channels); `dicom_header_notes`: how --dicom-out made the event headers valid."""
 
-    record: dict[str, Any]  # JSON-ready; record["label"] is None when QA failed (not accepted)
-    case: PreparedCase  # the model-space channels, QA and geometry (explain needs them)
+    result: CaseResult
+    case: PreparedCase
+    dicom_header_notes: list[str] = field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
         """True when the case got a label (QA passed, or its failure was accepted)."""
-        return self.record.get("label") is not None
+        return self.result.labelled
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The result as JSON data (result.json, `classify --json`)."""
+        record = to_record(self.result)
+        if self.dicom_header_notes:
+            record["dicom_header_notes"] = list(self.dicom_header_notes)
+        return record
 
 
 @dataclass
@@ -61,11 +71,11 @@ def open_model(model: Path | None, device: str) -> tuple[LoadedModel, Engine]:
 
 def classify(inputs: CaseInputs, model: LoadedModel, engine: Engine, *,
              save_prepared: Path | None = None, overwrite: bool = False,
-             accept_qa_failure: bool = False) -> CaseResult:
-    """Prepare one case in the model's space, run the engine, and build its result record.
+             accept_qa_failure: bool = False) -> Classified:
+    """Prepare one case in the model's space, run the engine, and build its result.
 
-    A case whose QA verdict is fail gets no label (see `withhold_answer`) unless
-    `accept_qa_failure`, which keeps the label and marks it as given despite the failure.
+    A case whose QA verdict is fail gets no label unless `accept_qa_failure`, which keeps the
+    label and marks it as given despite the failure (outputs.record.build_result).
     """
     watch = Stopwatch()
     start = time.perf_counter()
@@ -78,47 +88,38 @@ def classify(inputs: CaseInputs, model: LoadedModel, engine: Engine, *,
         probs, members = engine.run(to_tensor(case, model.spec)[None])
     timings = {**prepare_timings(case), **watch.timings_s}
     timings["total"] = time.perf_counter() - start
-    record = build_result(probs[0], members[0], model, engine, case.qa, timings,
-                          case_inputs_record(inputs))
-    if save_prepared is not None:
-        record["prepared_dir"] = str(save_prepared)
-    if qa_failed(record):
-        if accept_qa_failure:
-            record["label_despite_qa_failure"] = True
-        else:
-            withhold_answer(record)
-    return CaseResult(record, case)
+    result = build_result(probs[0], members[0], model, engine, case.qa, timings,
+                          case_inputs_record(inputs), accept_qa_failure=accept_qa_failure,
+                          prepared_dir=None if save_prepared is None else str(save_prepared))
+    return Classified(result, case)
 
 
 def save_prepared_case(case: PreparedCase, out_dir: Path, inputs: CaseInputs,
                        overwrite: bool) -> None:
     """Write the prepared channels and qa.json through staged_output (nothing half-written)."""
     with staged_output(out_dir, inputs.paths(), overwrite) as tmp:
-        write_prepared(case, tmp)
+        write_prepared(case, tmp, inputs)
 
 
 def prepare_timings(case: PreparedCase) -> dict[str, float]:
     """Sub-stage timings of preparation (read, brain, register, ...) as `prepare.<stage>`."""
-    found = (case.qa or {}).get("timings_s")
-    if not isinstance(found, dict):
-        return {}
-    return {f"prepare.{k}": float(v) for k, v in found.items() if isinstance(v, (int, float))}
+    return {f"prepare.{k}": v for k, v in case.timings_s.items()}
 
 
-def explain_record(result: CaseResult, model: LoadedModel, engine: Engine) -> dict[str, Any]:
+def explain_record(classified: Classified, model: LoadedModel, engine: Engine
+                   ) -> dict[str, Any]:
     """What explain.json says about the case besides its maps: label, inputs, QA, model."""
-    record = result.record
-    out = {"label": record.get("label"), "classification": record.get("probabilities"),
-           "classification_uncalibrated": record.get("probabilities_uncalibrated"),
-           "inputs": record.get("inputs"), "qa": record.get("qa"),
-           "prepare_s": round(float((record.get("timings_s") or {}).get("prepare", 0.0)), 3),
-           "model": model.summary(), "engine": describe(engine)}
-    if record.get("label_despite_qa_failure"):
-        out["label_despite_qa_failure"] = True
-    return out
+    result = classified.result
+    return {"schema_version": SCHEMA_VERSION, "label": result.label,
+            "classification": result.probabilities,
+            "classification_uncalibrated": result.probabilities_uncalibrated,
+            "inputs": result.inputs, "qa": qa_record(result.qa),
+            "prepare_s": round(result.timings_s.get("prepare", 0.0), 3),
+            "model": model.summary(), "engine": describe(engine),
+            "label_despite_qa_failure": result.label_despite_qa_failure}
 
 
-def explain(result: CaseResult, model: LoadedModel, engine: Engine, settings: OcclusionSettings,
+def explain(classified: Classified, model: LoadedModel, engine: Engine, settings: OcclusionSettings,
             folder: Path, extra: dict[str, Any] | None = None,
             progress: Callable[[int, int], None] | None = None,
             lesion_mask: GivenMask | None = None) -> ExplainResult:
@@ -128,33 +129,37 @@ def explain(result: CaseResult, model: LoadedModel, engine: Engine, settings: Oc
     The maps are in calibrated delta p; the overview is cut through the enhancing lesion
     (`lesion_mask`, else the one found in the prepared channels) and the strongest region.
     """
-    explained = explain_case(result.case, model, engine, settings, progress=progress)
-    lesion = find_lesion(result.case) if lesion_mask is None else \
-        lesion_from_mask(lesion_mask.image, lesion_mask.path, result.case)
-    record = result.record
-    spread = (record.get("uncertainty") or {}).get("member_sd_p_recurrence")
-    write_explain(explained, result.case, Path(folder), model.spec.classes,
-                  p_shown=float(record["probabilities"][explained.target]),
+    case, result = classified.case, classified.result
+    if result.probabilities is None:
+        raise ValueError("explain needs a labelled case")
+    explained = explain_case(case, model, engine, settings, progress=progress)
+    lesion = find_lesion(case) if lesion_mask is None else \
+        lesion_from_mask(lesion_mask.image, lesion_mask.path, case)
+    spread = (result.uncertainty or {}).get("member_sd_p_recurrence")
+    write_explain(explained, case, Path(folder), model.spec.classes,
+                  p_shown=result.probabilities[explained.target],
                   spread=None if spread is None else float(spread), lesion=lesion,
-                  extra={**explain_record(result, model, engine), **(extra or {})})
+                  extra={**explain_record(classified, model, engine), **(extra or {})})
     return explained
 
 
-def write_unexplained(result: CaseResult, model: LoadedModel, engine: Engine,
+def write_unexplained(classified: Classified, model: LoadedModel, engine: Engine,
                       folder: Path) -> None:
     """explain.json for a case that got no label (QA failed): no maps, the QA says why."""
-    record = explain_record(result, model, engine)
-    (Path(folder) / "explain.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    record = explain_record(classified, model, engine)
+    (Path(folder) / "explain.json").write_text(to_json(record))
 
 
-def write_dicom(result: CaseResult, out_dir: Path, explained: ExplainResult | None = None
+def write_dicom(result: Classified, out_dir: Path, explained: ExplainResult | None = None
                 ) -> list[Path]:
     """--dicom-out: the SR of a labelled case (and its occlusion map as a Parametric Map when
     explained), referencing the event series; nothing for a case without a label."""
     from ricecli.outputs.dicom import write_dicom_outputs  # pydicom, highdicom
 
-    event = Path(result.record["inputs"]["event"])
-    if explained is None:
-        return write_dicom_outputs(out_dir, result.record, event)
-    return write_dicom_outputs(out_dir, result.record, event, explained.event_maps["all"],
-                               explained.target)
+    series = result.case.event_series  # read once, with the event scan
+    record = result.record
+    written = write_dicom_outputs(out_dir, record, series) if explained is None else \
+        write_dicom_outputs(out_dir, record, series, explained.event_maps["all"],
+                            explained.target)
+    result.dicom_header_notes[:] = record.get("dicom_header_notes") or []
+    return written

@@ -10,19 +10,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import check_case as gate_case
 from ricecli.geometry.brain import extract_brain
-from ricecli.geometry.register import Registration, register_rigid, register_to_template
+from ricecli.geometry.register import (
+    Registration,
+    register_rigid,
+    register_to_template,
+    template_working_grid,
+)
 from ricecli.geometry.resample import (
+    WORKING_SPACING_MM,
     affine_matrix,
     brain_points,
     on_grid,
@@ -34,16 +41,14 @@ from ricecli.geometry.resample import (
 from ricecli.geometry.stripped import looks_skull_stripped, stripped_brain
 from ricecli.geometry.template import load_template, model_space_grid
 from ricecli.io.dose import read_dose
-from ricecli.io.volume import geometry_summary, read_mask, read_mr
-from ricecli.qa import assess as assess_qa
-from ricecli.qa import high_dose_in_brain
+from ricecli.io.volume import geometry_summary, read_mask, read_mr, read_scan
+from ricecli.qa import LIMITS, agreement, assess, high_dose_in_brain
+from ricecli.result import QAReport, qa_record
 from ricecli.spec import Spec
 
 T = TypeVar("T")
 U = TypeVar("U")
 
-MIN_DOSE_COVERAGE = 0.01  # below this fraction of the brain inside the dose grid: wrong frame
-WARN_DOSE_COVERAGE = 0.90
 OUTPUT_FILES = {"post_op": "post_op.nii.gz", "event": "event.nii.gz", "dose": "dose.nii.gz"}
 
 
@@ -71,14 +76,17 @@ class CaseInputs:
 
 @dataclass
 class PreparedCase:
-    """Model-space channels (normalised float32, z,y,x), brain mask, geometry and QA."""
+    """Model-space channels (normalised float32, z,y,x), brain mask, geometry, QA and the
+    wall time of each preparation stage."""
 
     channels: dict[str, np.ndarray]
     brain_mask: np.ndarray
     reference: sitk.Image
     event_image: sitk.Image
     model_to_event: sitk.Transform
-    qa: dict = field(default_factory=dict)
+    qa: QAReport = field(default_factory=lambda: QAReport("not assessed"))
+    event_series: tuple[pydicom.Dataset, ...] = ()  # the event DICOM headers, for --dicom-out
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 def _zscore(values: np.ndarray, brain: np.ndarray, weight: np.ndarray, name: str,
@@ -119,11 +127,15 @@ def side_by_side(pool: ThreadPoolExecutor, first: Callable[[], T],
                  second: Callable[[], U]) -> tuple[T, U]:
     """`first` on a pool thread while `second` runs here (SimpleITK, ONNX Runtime and most of
     numpy release the GIL: two cores work). Errors come as if run in order: `first`'s wins."""
-    future = pool.submit(first)
+    return beside(pool.submit(first), second)
+
+
+def beside(future: Future[T], second: Callable[[], U]) -> tuple[T, U]:
+    """`second` here while `future`'s step runs; errors as if that step ran first."""
     try:
         second_result = second()
     except BaseException:
-        future.result()  # raises first's error, if it had one; else second's, below
+        future.result()  # raises its error, if it had one; else second's, below
         raise
     return future.result(), second_result
 
@@ -183,13 +195,23 @@ def prepare_case(inputs: CaseInputs, spec: Spec) -> PreparedCase:
         return _prepare(inputs, spec, timings, pool)
 
 
+def _template_side(reference: sitk.Image) -> np.ndarray:
+    """What no case changes (made once per process): the template read, on its working grid for
+    registration, and its soft brain mask in model space (returned)."""
+    template_working_grid(WORKING_SPACING_MM)
+    return template_soft_mask(reference)
+
+
 def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
              pool: ThreadPoolExecutor) -> PreparedCase:
     t0 = time.perf_counter()
+    reference = model_space_grid(spec.model_space)
+    template_side = pool.submit(_template_side, reference)  # while the scans are read and gated
     post_notes: list[str] = []
     notes: list[str] = []
-    post_op, event = side_by_side(pool, lambda: read_mr(inputs.post_op, post_notes),
-                                  lambda: read_mr(inputs.event, notes))
+    post_op, event_scan = side_by_side(pool, lambda: read_mr(inputs.post_op, post_notes),
+                                       lambda: read_scan(inputs.event, notes))
+    event = event_scan.image
     notes[:0] = post_notes
     dose_gy = read_dose(inputs.dose, unit=inputs.dose_unit, fractions=inputs.dose_fractions,
                         relative_scale_gy=inputs.dose_relative_scale_gy, notes=notes)
@@ -207,24 +229,24 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
     timings["brain"] = time.perf_counter() - t0
 
     # "register" lasts until both registrations are done; the event scan's resampling, which
-    # needs only the template registration, runs meanwhile
+    # needs only the template registration, runs meanwhile, and the post-op scan's starts on
+    # the pool as soon as its registration is done
     t0 = time.perf_counter()
-    template = load_template()
     post_future = pool.submit(register_rigid, event, post_op, fixed_mask=event_region,
                               moving_mask=post_region, same_contrast=True)
     frame_future = pool.submit(register_rigid, post_op, frame, same_contrast=False) \
         if frame is not None else None
     try:
+        # The channels fade out at the template's brain edge, a soft mask fixed in model space:
+        # the patient's own mask (extracted ones vary by a few % with the pose) would move that
+        # edge with the pose. The patient's brain picks the voxels the z-score statistics use.
+        soft = template_side.result()
+        template = load_template()
         # from the principal axes of both brains: model space follows the anatomy, not the
         # pose (without a brain of the event scan: from the centroids of template brain and head)
         reg_template = register_to_template(template.t1, template.mask, event, event_region,
                                             skull_on=brain_source != "skull-stripped scan")
         model_to_event = affine_matrix(reg_template.transform)
-        reference = model_space_grid(spec.model_space)
-        # The channels fade out at the template's brain edge, a soft mask fixed in model space:
-        # the patient's own mask (extracted ones vary by a few % with the pose) would move that
-        # edge with the pose. The patient's brain picks the voxels the z-score statistics use.
-        soft = template_soft_mask(reference)
         brain = (soft >= 0.5).astype(np.uint8)
         stats_region = brain > 0
         if event_region is not None:
@@ -235,6 +257,12 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
                              "after registration", inputs.mask or inputs.event,
                              fix="check the brain mask (--mask) or that the event scan shows "
                              "a brain")
+
+        def post_in_model_space() -> np.ndarray:
+            model_to_post = affine_matrix(post_future.result().transform) @ model_to_event
+            return resample_to_grid(post_op, reference, model_to_post, isotropic=True)
+
+        post_resampled = pool.submit(post_in_model_space)
         # T1 scans blur alike in every direction (thick slices to their slab): pose invariance
         event_arr = resample_to_grid(event, reference, model_to_event, isotropic=True)
         event_support = scan_support(event, reference, model_to_event)
@@ -254,17 +282,16 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
     # before resampling: a dose beside the brain crops to a sliver the smoothing cannot take
     in_dose = points_inside(brain_points(reference, brain > 0), model_to_dose, dose_gy)
     coverage = float(in_dose.mean())
-    if coverage < MIN_DOSE_COVERAGE:
+    if coverage < LIMITS.refuse_dose_coverage:
         raise DoseError(
             f"the dose grid does not overlap the post-op scan's brain ({coverage:.1%} covered)",
             inputs.dose,
             fix="give the dose of this patient in the post-op scan's frame, or name the image "
             "the dose is defined in with --dose-frame",
         )
-    (post_arr, post_support), dose_arr = side_by_side(
-        pool, lambda: (resample_to_grid(post_op, reference, model_to_post, isotropic=True),
-                       scan_support(post_op, reference, model_to_post)),
-        lambda: resample_to_grid(dose_gy, reference, model_to_dose))
+    post_arr, (dose_arr, post_support) = beside(
+        post_resampled, lambda: (resample_to_grid(dose_gy, reference, model_to_dose),
+                                 scan_support(post_op, reference, model_to_post)))
     timings["resample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -292,32 +319,26 @@ def _prepare(inputs: CaseInputs, spec: Spec, timings: dict[str, float],
         "frame_alignment": "given transform" if given is not None else
         "registered" if reg_frame is not None else "none (same frame)",
     }
-    warnings = [f"{name}: registration likely failed ({'; '.join(r['reasons'])})"
-                for name, r in registrations.items() if r["likely_failed"]]
-    if coverage < WARN_DOSE_COVERAGE:
-        warnings.append(f"the dose grid covers only {coverage:.0%} of the brain")
-    if max_in_brain <= 0:
-        warnings.append("the dose is zero everywhere in the brain")
     geometry = {"post_op": geometry_summary(post_op), "event": geometry_summary(event),
                 "dose": geometry_summary(dose_gy)}
     if frame is not None:
         geometry["dose_frame"] = geometry_summary(frame)
-    qa = {
+    score = agreement(channels["post_op"], channels["event"], brain, reference.GetSpacing())
+    measures = {
         "registration": registrations,
         "dose": dose_qa,
-        "brain_voxels": int(sel.sum()),
-        "brain_mask": brain_source,
+        "agreement": {"post_op_event": None if score is None else round(score, 4)},
         "fov_coverage_of_brain": {"post_op": round(float((post_support[sel] >= 0.5).mean()), 4),
                                   "event": round(float((event_support[sel] >= 0.5).mean()), 4)},
-        "inputs": {k: str(v) for k, v in vars(inputs).items() if v is not None},
+        "brain_voxels": int(sel.sum()),
+        "brain_mask": brain_source,
+        "gate": gate,
         "geometry": geometry,
         "model_space": spec.to_dict()["model_space"],
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "warnings": warnings,
-        "notes": notes,
     }
-    assess_qa(qa, gate, channels, brain, reference.GetSpacing())  # qa verdict pass|warn|fail
-    return PreparedCase(channels, brain, reference, event, reg_template.transform, qa)
+    return PreparedCase(channels, brain, reference, event, reg_template.transform,
+                        assess(measures, notes), event_scan.series,
+                        {k: round(v, 3) for k, v in timings.items()})
 
 
 def to_tensor(case: PreparedCase, spec: Spec) -> np.ndarray:
@@ -332,10 +353,15 @@ def channel_image(case: PreparedCase, name: str) -> sitk.Image:
     return image
 
 
-def write_prepared(case: PreparedCase, out_dir: str | Path) -> None:
-    """post_op/event/dose .nii.gz (model space, as the model sees them) and qa.json."""
+def write_prepared(case: PreparedCase, out_dir: str | Path, inputs: CaseInputs | None = None
+                   ) -> None:
+    """post_op/event/dose .nii.gz (model space, as the model sees them) and qa.json (the QA
+    report, the stage timings and, when given, the inputs)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, filename in OUTPUT_FILES.items():
         sitk.WriteImage(channel_image(case, name), str(out / filename), useCompression=True)
-    (out / "qa.json").write_text(json.dumps(case.qa, indent=2, default=str) + "\n")
+    record = {**qa_record(case.qa), "timings_s": case.timings_s}
+    if inputs is not None:
+        record["inputs"] = {k: str(v) for k, v in vars(inputs).items() if v is not None}
+    (out / "qa.json").write_text(json.dumps(record, indent=2) + "\n")

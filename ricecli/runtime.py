@@ -30,6 +30,15 @@ def import_onnxruntime() -> ModuleType:
     return ort
 
 
+def cache_root() -> Path:
+    """Where ricenet keeps what it builds (TensorRT engines, training's prepared cases):
+    $RICENET_CACHE, else $XDG_CACHE_HOME/ricenet, else ~/.cache/ricenet. An empty variable
+    counts as unset (it never means the working directory)."""
+    if os.environ.get("RICENET_CACHE"):
+        return Path(os.environ["RICENET_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ricenet"
+
+
 def physical_cores() -> int:
     """Physical cores this process may use (hyper-threads share a core's FPU)."""
     try:

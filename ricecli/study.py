@@ -188,7 +188,7 @@ def status_line(record: dict[str, Any]) -> str:
                 f"RICE {p['RICE']:.3f}) for event {event['date'] or event['study_uid']}; "
                 f"{len(record['dicom_files'])} DICOM object(s) written; research use only")
     if status == "qa_failed":
-        reasons = "; ".join((record.get("qa") or {}).get("reasons", []))
+        reasons = "; ".join(r["message"] for r in record["qa"]["reasons"])
         return f"ricecli study: no label, QA failed ({reasons}); no SR written"
     if status == "missing_input":
         return (f"ricecli study: no label, missing input {record['missing']['code']}: "
@@ -199,7 +199,7 @@ def status_line(record: dict[str, Any]) -> str:
 def run_study(in_dir: Path, out_dir: Path, settings: StudySettings) -> StudyOutcome:
     """Index IN_DIR, choose the case, classify (and explain), write OUT_DIR; the exit code:
     0 labelled, 2 missing or refused input, 3 QA failed (result.json in every case)."""
-    from ricecli.outputs.record import to_json
+    from ricecli.result import to_json
 
     start = time.perf_counter()
     check_folders(in_dir, out_dir)
@@ -245,7 +245,7 @@ def _classify(root: Path, case: Case, settings: StudySettings, stage: Path,
     record = result.record
     for key, series in (("post_op", case.post_op.t1c), ("event", case.event.t1c),
                         ("dose_frame", case.dose_frame)):  # a file of the series, not the
-        if series is not None and isinstance(record.get("inputs"), dict):  # links in `work`
+        if series is not None:  # links in `work`
             record["inputs"][key] = str(root / series.files[0])
     record["status"] = "labelled" if result.labelled else "qa_failed"
     record["dicom_files"] = [p.name for p in written]

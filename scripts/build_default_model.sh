@@ -6,7 +6,9 @@
 # Calibration: fit writes RUN/oof.csv and RUN/calibration.json (temperature + conformal
 # threshold on the out-of-fold predictions); both evaluations report Brier/ECE raw vs
 # calibrated (RUN/eval-*/metrics.json, reliability.png); the export carries the calibration
-# in the model's spec (it fails if calibration.json is missing).
+# in the model's spec (it fails if calibration.json is missing). The export merges the members'
+# stem convs (export/merge_convs.py); the committed model, exported before that, was merged
+# once with `python export/merge_convs.py IN OUT` (the same outputs, bit for bit).
 # Usage: bash scripts/build_default_model.sh [WORKDIR]   (needs: pip install -e '.[train,cpu]')
 set -euo pipefail
 cd "$(dirname "$0")/.."

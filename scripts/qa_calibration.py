@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ricecli.errors import RicenetError
 from ricecli.prepare import CaseInputs, prepare_case
-from ricecli.simulate.posed import centred_dose
+from ricecli.simulate.treatment import centred_dose
 from ricecli.spec import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
@@ -57,10 +57,10 @@ def run(name: str, kind: str, post, event, dose=None, tmp: Path = Path("."), **o
     t0 = time.perf_counter()
     row = {"kind": kind, "name": name}
     try:
-        qa = prepare_case(CaseInputs(paths["post_op"], paths["event"], paths["dose"], **opts),
-                          PRESETS["edge"]).qa
-        regs = qa["registration"]
-        row.update(outcome=qa["verdict"], reasons=qa["reasons"],
+        report = prepare_case(CaseInputs(paths["post_op"], paths["event"], paths["dose"],
+                                         **opts), PRESETS["edge"]).qa
+        qa, regs = report.measures, report.measures["registration"]
+        row.update(outcome=report.verdict, reasons=[f.message for f in report.reasons],
                    agreement=qa["agreement"]["post_op_event"],
                    ncc=regs["post_op_to_event"]["ncc"],
                    on_head=regs["post_op_to_event"]["on_head"],

@@ -57,6 +57,28 @@ def test_results_writer_appends_and_resumes(tmp_path):
     assert finished_cases(out, retry_failed=True) == {"a", "d"}
 
 
+def _append_rows(path, shard: int, n: int) -> None:
+    writer = ResultsWriter(path)
+    for i in range(n):
+        writer.append({"case_id": f"s{shard}-{i}", "status": "ok", "error": "x" * 2000})
+
+
+def test_parallel_writers_never_mix_rows(tmp_path):
+    import multiprocessing as mp
+
+    out = tmp_path / "results.csv"
+    procs = [mp.get_context("fork").Process(target=_append_rows, args=(out, k, 40))
+             for k in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    rows = _rows(out)
+    assert sorted(r["case_id"] for r in rows) == sorted(
+        f"s{k}-{i}" for k in range(4) for i in range(40))
+    assert all(r["error"] == "x" * 2000 for r in rows)  # whole rows, one header
+
+
 def test_results_file_must_be_ours(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("x,y\n1,2\n")
@@ -206,14 +228,18 @@ def test_exit_code_when_every_case_failed():
 def test_qa_failed_case_is_a_row_without_label(tmp_path):
     from ricecli.batch_results import result_row
     from ricecli.io.manifest import ManifestCase
+    from ricecli.result import CaseResult, Finding, QAReport
 
     case = ManifestCase(0, "c0", tmp_path / "p", tmp_path / "e", tmp_path / "d", label="RICE")
-    result = {"label": None, "probabilities": None, "votes": None, "members": [],
-              "warnings": [], "qa": {"verdict": "fail", "reasons": ["a", "b"]},
-              "model": {"sha256": "abc"}, "engine": {"name": "cpu"}}
+    qa = QAReport("fail", reasons=[Finding("x", "a"), Finding("y", "b")],
+                  warnings=[Finding("z", "w")])
+    result = CaseResult(label=None, probabilities=None, probabilities_uncalibrated=None,
+                        decision="no label", votes=None, members=[], uncertainty=None,
+                        calibration={}, qa=qa, timings_s={}, model={"sha256": "abc"},
+                        engine={"name": "cpu"}, inputs={})
     row = result_row(case, result, None, 1.0)
     assert row["status"] == "qa_fail" and row["qa_verdict"] == "fail"
-    assert row["qa_reasons"] == "a | b" and "label" not in row
+    assert row["qa_reasons"] == "a | b" and row["warnings"] == "w" and "label" not in row
     writer = ResultsWriter(tmp_path / "r.csv")
     writer.append(row)
     assert finished_cases(tmp_path / "r.csv") == {"c0"}  # done: resume does not rerun it

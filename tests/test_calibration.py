@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 from model_fixtures import TINY_SPEC, export_tiny_model, run_cli
 
-from ricecli.inference.calibration import apply_to_result, assess, calibrate_members, csv_fields
+from ricecli.inference.calibration import assess, calibrate_members, member_logits
 from ricecli.inference.model import load_model
 from ricecli.io.dicom_write import write_mr_series
 from ricecli.spec import Calibration, Spec
@@ -33,41 +33,43 @@ def test_members_calibrated_one_by_one_then_averaged():
     np.testing.assert_allclose(got[:, 1], want, atol=1e-12)
     spec = Spec(calibration=cal)
     rec = assess(members.mean(0), members, spec)
-    assert rec["probabilities"]["recurrence"] == pytest.approx(want.mean())
-    assert rec["probabilities_uncalibrated"]["recurrence"] == pytest.approx(0.6)
-    u = rec["uncertainty"]
+    assert rec.probabilities["recurrence"] == pytest.approx(want.mean())
+    assert [m["recurrence"] for m in rec.members] == pytest.approx(want)
+    u = rec.uncertainty
     assert u["agreement"] == 0.5 and u["member_sd_p_recurrence"] == pytest.approx(
         np.std(want))
     # p = 0.56: both labels within qhat 0.7 -> uncertain
     assert u["prediction_set"] == ["RICE", "recurrence"] and u["uncertain"]
     sure = assess(np.array([0.02, 0.98]), np.array([[0.02, 0.98], [0.01, 0.99]]), spec)
-    assert sure["uncertainty"]["prediction_set"] == ["recurrence"]
-    assert not sure["uncertainty"]["uncertain"] and sure["uncertainty"]["agreement"] == 1.0
+    assert sure.uncertainty["prediction_set"] == ["recurrence"]
+    assert not sure.uncertainty["uncertain"] and sure.uncertainty["agreement"] == 1.0
     split = assess(np.array([0.5, 0.5]), np.array([[0.01, 0.99], [0.99, 0.01]]), spec)
-    assert "members confidently disagree (RICE vs recurrence)" in \
-        split["uncertainty"]["reasons"]
+    assert "members confidently disagree (RICE vs recurrence)" in split.uncertainty["reasons"]
     plain = assess(members.mean(0), members, Spec())  # an old model: no calibration
-    assert plain["calibration"]["applied"] is False
-    assert plain["probabilities"]["recurrence"] == pytest.approx(0.6)
-    assert plain["uncertainty"]["uncertain"]  # votes split 1:1
+    assert plain.calibration["applied"] is False
+    assert plain.probabilities["recurrence"] == pytest.approx(0.6)
+    assert plain.uncertainty["uncertain"]  # votes split 1:1
     assert not assess(np.array([0.3, 0.7]), np.array([[0.2, 0.8], [0.4, 0.6]]),
-                      Spec())["uncertainty"]["uncertain"]
+                      Spec()).uncertainty["uncertain"]
 
 
-def test_label_follows_the_calibrated_mean():
-    # raw mean p(recurrence) 0.505 (recurrence); after T = 3 one confident member shrinks more
-    members = np.array([[0.001, 0.999], [0.989, 0.011]])
-    result = {"label": "recurrence", "members": [{"member": 0}, {"member": 1}]}
-    apply_to_result(result, members.mean(0), members, Spec(calibration=Calibration(
-        temperature=3.0)))
-    probs = result["probabilities"]
-    assert result["label"] == max(probs, key=probs.get)
-    assert result["probabilities_uncalibrated"]["recurrence"] == pytest.approx(0.505)
-    assert "probabilities_calibrated" in result["members"][1]
-    assert "p_recurrence_raw" not in csv_fields(result)  # one p in the CSV: the calibrated
-    refused = {"label": None, "members": []}  # QA refused: no label appears
-    apply_to_result(refused, members.mean(0), members, Spec(calibration=CAL))
-    assert refused["label"] is None
+def test_calibration_can_turn_the_answer():
+    # raw mean p(recurrence) 0.60 (recurrence); after T = 3 the two moderate recurrence votes
+    # lose more than the one near-certain RICE vote gains: the calibrated mean says RICE
+    members = np.array([[0.1, 0.9], [0.1, 0.9], [0.9999, 0.0001]])
+    rec = assess(members.mean(0), members, Spec(calibration=Calibration(temperature=3.0)))
+    assert members.mean(0)[1] == pytest.approx(0.6, abs=1e-4)
+    assert max(rec.probabilities, key=rec.probabilities.get) == "RICE"
+
+
+def test_softmax_is_scipy_bit_for_bit_as_the_hand_written_one_was():
+    rng = np.random.default_rng(7)
+    cal = Calibration(temperature=1.7, prob_floor=1e-7)
+    for _ in range(200):
+        p = rng.dirichlet(np.ones(2), size=int(rng.integers(1, 6)))
+        z = member_logits(p, cal.prob_floor) / cal.temperature
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        assert np.array_equal(calibrate_members(p, cal), e / e.sum(axis=-1, keepdims=True))
 
 
 def test_spec_calibration_field_is_backward_compatible():

@@ -46,6 +46,17 @@ def test_json_record(classified, tiny_model, synthetic_case):
     assert r["inputs"]["event"] == str(synthetic_case["event"])
     assert r["engine"]["name"] == "onnxruntime-cpu"
     assert any((classified["dir"] / "prepared").iterdir())
+    assert r["prepared_dir"] == str(classified["dir"] / "prepared")
+
+
+@pytest.mark.slow
+def test_json_has_exactly_the_documented_fields(classified):
+    from test_record import QA_SECTION, check_schema, documented_fields
+
+    r = classified["result"]
+    check_schema(r)  # docs/result-schema.md: every field, in order, of its documented type
+    assert list(r["qa"]) == list(documented_fields(QA_SECTION))
+    check_schema(r["qa"], QA_SECTION)
 
 
 @pytest.mark.slow

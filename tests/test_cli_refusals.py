@@ -89,7 +89,7 @@ def test_model_file_missing(case, tmp_path, capsys):
     line = _refused(["classify", "--t1", case["post_op"], "--t1", case["event"],
                      "--dose", case["dose"], "--model", missing], capsys)
     assert line == (f"error: {missing}: model file not found. Fix: check the --model path (a "
-                    "ricenet .onnx or .engine file)")
+                    "ricenet .onnx file)")
 
 
 # --- an internal error keeps its whole cause; RICENET_DEBUG=1 adds the traceback --------------

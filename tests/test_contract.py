@@ -17,8 +17,6 @@ from ricecli.contract import (
     metadata,
     parse_card,
     parse_spec,
-    read_sidecar,
-    sidecar_path,
 )
 from ricecli.errors import ModelError
 
@@ -64,16 +62,3 @@ def test_io_that_breaks_the_contract_is_refused_with_the_reason(tiny_model):
         check_io(TINY_SPEC, inputs, outputs[:1], tiny_model)
     with pytest.raises(ModelError, match="not a valid spec"):
         parse_spec(json.dumps({"classes": ["RICE"]}), tiny_model)
-
-
-def test_sidecar_must_match_the_engine_bytes(tmp_path):
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"engine bytes")
-    sidecar_path(engine).write_text(json.dumps({
-        "format": "ricenet-trt-sidecar/1", SPEC_KEY: TINY_SPEC.to_dict(), CARD_KEY: {},
-        "engine": {"file": engine.name, "sha256": "0" * 64}}))
-    assert sidecar_path(engine).name == "m.engine.json"
-    with pytest.raises(ModelError, match="does not match its sidecar"):
-        read_sidecar(engine, "f" * 64)
-    spec, card, rest = read_sidecar(engine, "0" * 64)
-    assert spec == TINY_SPEC and card == {} and rest["sidecar"] == str(sidecar_path(engine))

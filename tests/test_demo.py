@@ -32,17 +32,22 @@ def test_demo_simulates_classifies_and_explains_both_classes(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "demo.json").read_text())
-    assert sorted(c["truth"] for c in record["cases"]) == ["RICE", "recurrence"]
+    assert [c["truth"] for c in record["cases"]] == ["RICE", "recurrence"]
+    p_recurrence = {}
     for case in record["cases"]:
         folder = out / "cases" / case["case_id"]
         result = json.loads((folder / "result.json").read_text())
-        assert result["label"] in ("RICE", "recurrence")
+        assert result["qa"]["verdict"] != "fail" and result["label"] == case["predicted"]
         assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+        assert case["p_recurrence"] == result["probabilities"]["recurrence"]
+        p_recurrence[case["truth"]] = case["p_recurrence"]
         heat = sitk.ReadImage(str(folder / "explain" / "occlusion.nii.gz"))
         event = sitk.ReadImage(str(folder / "event.nii.gz"))
         assert heat.GetSize() == event.GetSize()
         assert heat.GetDirection() == pytest.approx(event.GetDirection())
         assert (folder / "explain" / "overview.png").stat().st_size > 10_000
+    # the shipped model orders the two cases as their truth does
+    assert p_recurrence["recurrence"] > p_recurrence["RICE"]
     # a second run refuses to overwrite the first (exit 2, one line)
     again = subprocess.run([sys.executable, "-m", "ricecli.cli", "demo", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)

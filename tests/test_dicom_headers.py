@@ -22,6 +22,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.valuerep import validate_value
 
+from ricecli.io.base import read_header
 from ricecli.io.dicom_write import write_mr_series
 
 hd = pytest.importorskip("highdicom")
@@ -29,7 +30,6 @@ from test_dicom_out import _occlusion, _result  # noqa: E402
 
 from ricecli.outputs.dicom import write_dicom_outputs  # noqa: E402
 from ricecli.outputs.dicom_header import GROUPS, clean_series  # noqa: E402
-from ricecli.outputs.dicom_series import event_series  # noqa: E402
 
 # name: (header values written raw; None removes the attribute), a note expected (or None)
 BREAKS = {
@@ -100,11 +100,16 @@ def sources(tmp_path_factory) -> dict[str, Path | None]:
     return out
 
 
-def _occlusion_for(folder: Path) -> sitk.Image:
+def _event_series(folder: Path) -> list[pydicom.Dataset]:
+    """The headers of a (maybe single-slice) event series, sorted along the slice normal."""
+    return [read_header(Path(f)) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
+        str(folder))]
+
+
+def _occlusion_for(series: list[pydicom.Dataset]) -> sitk.Image:
     """A signed map on the series' own grid (as the reader stacks it)."""
-    files = [str(ds.filename) for ds in event_series(folder)]
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames([str(ds.filename) for ds in series])
     return _occlusion(sitk.Cast(reader.Execute(), sitk.sitkFloat32))
 
 
@@ -138,8 +143,9 @@ def test_broken_headers_give_valid_outputs(tmp_path, sources, source, broken):
     result = _result(0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns as it reads the broken values
-        sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", result, folder,
-                                               _occlusion_for(folder))
+        series = _event_series(folder)
+        sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", result, series,
+                                               _occlusion_for(series))
     notes = result["dicom_header_notes"]
     assert note is None or any(note in n for n in notes), notes
     assert not any("Anonymous" in n or "Doe" in n or "XXXX" in n for n in notes)  # no names
@@ -161,13 +167,13 @@ def test_the_cleaned_values(tmp_path, sources):
     folder = _broken_copy(sources["MR_small"], tmp_path / "event", changes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        series, notes = clean_series(event_series(folder))
-        again, _ = clean_series(event_series(folder))
+        series, notes = clean_series(_event_series(folder))
+        again, _ = clean_series(_event_series(folder))
     ds = series[0]
     assert (ds.PatientSex, str(ds.PatientName), ds.StudyDate, ds.StudyTime) == (
         "M", "Anonymous^", "", "093000")
     assert ds.AccessionNumber == "" and len(ds.StudyDescription) == 64
-    assert ds.StudyInstanceUID.startswith("2.25.")
+    assert pydicom.uid.UID(ds.StudyInstanceUID).is_valid  # the bad '1.2.abc' replaced
     assert again[0].StudyInstanceUID == ds.StudyInstanceUID  # same bad UID, same replacement
     assert pydicom.dcmread(next(folder.iterdir())).PatientSex == "MALE"  # input untouched
     assert len(notes) == len(set(notes)) >= 6

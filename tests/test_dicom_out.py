@@ -3,19 +3,21 @@ pydicom, highdicom, SimpleITK."""
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
 
 from ricecli.errors import InputError, OutputError
-from ricecli.inference.calibration import assess
 from ricecli.io.dicom_write import write_mr_series
-from ricecli.spec import Calibration, Spec
+from ricecli.io.volume import read_scan
 
 hd = pytest.importorskip("highdicom")
 from ricecli.outputs.dicom import check_dicom_out, write_dicom_outputs  # noqa: E402
-from ricecli.outputs.dicom_series import event_series  # noqa: E402
 from ricecli.outputs.parametric_map import read_parametric_map  # noqa: E402
 
 OBLIQUE = sitk.VersorTransform((0.3, 0.2, 1.0), 0.4).GetMatrix()
@@ -32,18 +34,25 @@ def event(tmp_path_factory):
     image.SetDirection(OBLIQUE)
     folder = write_mr_series(image, tmp_path_factory.mktemp("event") / "series",
                              series_description="event T1c")
-    return folder, image
+    return folder, image, read_scan(folder).series
 
 
 def _result(p_rec: float = 0.7, verdict: str | None = "pass") -> dict:
-    spec = Spec(calibration=Calibration(temperature=1.5, conformal_alpha=0.1,
-                                        conformal_qhat=0.7, n_cases=170))
-    members = np.array([[1 - p_rec + 0.1, p_rec - 0.1], [1 - p_rec - 0.1, p_rec + 0.1]])
-    rec = assess(members.mean(0), members, spec)
-    label = max(rec["probabilities"], key=rec["probabilities"].get)
-    qa = {"verdict": verdict, "reasons": []} if verdict else {}
-    return {"label": label, **rec, "qa": qa,
-            "model": {"name": "ricenet-test", "version": "0.1.0", "sha256": SHA, "path": "m"}}
+    """A labelled result record as the writers get it (ricecli.result.to_record): calibrated
+    and raw p, members' spread; verdict None: a record from before QA existed."""
+    from ricecli.result import CaseResult, QAReport, to_record
+
+    probs = {"RICE": 1 - p_rec, "recurrence": p_rec}
+    record = to_record(CaseResult(
+        label=max(probs, key=probs.__getitem__), probabilities=probs,
+        probabilities_uncalibrated={"RICE": 0.95 - p_rec, "recurrence": p_rec + 0.05},
+        decision="argmax", votes={"RICE": 0, "recurrence": 1}, members=[],
+        uncertainty={"member_sd_p_recurrence": 0.1, "agreement": 1.0,
+                     "uncertain": abs(p_rec - 0.5) < 0.25},
+        calibration={"applied": True, "method": "temperature"}, qa=QAReport(verdict or ""),
+        timings_s={}, model={"name": "ricenet-test", "version": "0.1.0", "sha256": SHA,
+                             "path": "m"}, engine={"name": "cpu"}, inputs={}))
+    return record if verdict else {**record, "qa": {}}
 
 
 def _occlusion(image: sitk.Image) -> sitk.Image:
@@ -54,9 +63,9 @@ def _occlusion(image: sitk.Image) -> sitk.Image:
 
 
 def test_sr_round_trip(tmp_path, event):
-    folder, _ = event
+    folder, _, series = event
     result = _result(0.8)
-    (path,) = write_dicom_outputs(tmp_path / "dcm", result, folder)
+    (path,) = write_dicom_outputs(tmp_path / "dcm", result, series)
     src = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
     ds = pydicom.dcmread(path)
     assert path.name == f"SR_{ds.SOPInstanceUID}.dcm"
@@ -100,13 +109,17 @@ def _texts(item) -> list[tuple[str, str]]:
 
 
 def test_sr_rice_not_assessed_and_stable_uids(tmp_path, event):
-    folder, _ = event
+    folder, _, series = event
     result = _result(0.2, verdict=None)
-    (a,) = write_dicom_outputs(tmp_path / "a", result, folder)
-    (b,) = write_dicom_outputs(tmp_path / "b", result, folder)
-    (c,) = write_dicom_outputs(tmp_path / "a", _result(0.25, verdict=None), folder)
+    (a,) = write_dicom_outputs(tmp_path / "a", result, series)
+    (b,) = write_dicom_outputs(tmp_path / "b", result, read_scan(folder).series)
+    (c,) = write_dicom_outputs(tmp_path / "a", _result(0.25, verdict=None), series)
     da, db, dc = (pydicom.dcmread(p) for p in (a, b, c))
     assert da.SOPInstanceUID == db.SOPInstanceUID  # same inputs and answer: same object
+    for ds in (da, dc):  # valid UIDs (<= 64 characters, digits and dots), none of the input's
+        for uid in (ds.SOPInstanceUID, ds.SeriesInstanceUID):
+            assert pydicom.uid.UID(uid).is_valid and uid not in {s.SeriesInstanceUID
+                                                                 for s in series}
     assert dc.SOPInstanceUID != da.SOPInstanceUID and a.name == b.name
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted([a.name, c.name])
     group = hd.sr.srread(a).content.get_image_measurement_groups()[0]
@@ -115,12 +128,11 @@ def test_sr_rice_not_assessed_and_stable_uids(tmp_path, event):
 
 
 def test_parametric_map_on_the_event_grid(tmp_path, event):
-    folder, image = event
+    folder, image, series = event
     occ = _occlusion(image)
-    sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", _result(), folder, occ)
+    sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", _result(), series, occ)
     ds = pydicom.dcmread(pm_path)
     assert pm_path.name == f"PM_{ds.SOPInstanceUID}.dcm"
-    series = event_series(folder)
     assert ds.SOPClassUID == pydicom.uid.ParametricMapStorage
     assert ds.ContentQualification == "RESEARCH" and "RESEARCH USE ONLY" in ds.SeriesDescription
     assert ds.FrameOfReferenceUID == series[0].FrameOfReferenceUID
@@ -160,21 +172,62 @@ def test_parametric_map_on_the_event_grid(tmp_path, event):
                                atol=1e-6)
 
 
+def test_the_writers_take_the_scan_headers_and_never_read_the_series(tmp_path, event):
+    folder, image, _ = event
+    copy = shutil.copytree(folder, tmp_path / "event")
+    series = read_scan(copy).series
+    assert all("PixelData" not in ds for ds in series)  # headers only are kept
+    shutil.rmtree(copy)  # gone: the writers can only use the headers the reader kept
+    sr_path, pm_path = write_dicom_outputs(tmp_path / "dcm", _result(), series, _occlusion(image))
+    assert int(pydicom.dcmread(pm_path).NumberOfFrames) == len(series) == image.GetSize()[2]
+    assert pydicom.dcmread(sr_path).StudyInstanceUID == series[0].StudyInstanceUID
+
+
+@pytest.mark.slow
+def test_classify_dicom_out_reads_each_event_file_once(tmp_path, tiny_model, synthetic_case,
+                                                        capsys, monkeypatch):
+    """ricecli classify --dicom-out: every event slice's header is read once (by the reader,
+    the SR takes its headers from the scan) and its pixels once."""
+    from model_fixtures import run_cli
+
+    image = sitk.ReadImage(str(synthetic_case["event"]), sitk.sitkFloat32)
+    event = write_mr_series(image, tmp_path / "event", series_description="event T1c")
+    reads: Counter = Counter()
+    dcmread = pydicom.dcmread
+
+    def counted(fp, *args, **kwargs):  # pydicom's own reader, each call on the event counted
+        if isinstance(fp, str | Path) and Path(fp).parent == event:
+            reads[Path(fp).name, bool(kwargs.get("stop_before_pixels"))] += 1
+        return dcmread(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counted)
+    code, _, stderr = run_cli(
+        ["classify", "--t1", str(synthetic_case["post_op"]), "--t1", str(event), "--dose",
+         str(synthetic_case["dose"]), "--model", str(tiny_model), "--device", "cpu",
+         "--json", str(tmp_path / "r.json"), "--dicom-out", str(tmp_path / "dcm")], capsys)
+    assert code == 0, stderr
+    assert len(list((tmp_path / "dcm").glob("SR_*.dcm"))) == 1
+    names = sorted(f.name for f in event.iterdir())
+    assert reads == Counter({(n, headers): 1 for n in names for headers in (True, False)})
+
+
 def test_nifti_event_is_refused(tmp_path, event):
-    _, image = event
+    _, image, _ = event
     nifti = tmp_path / "event.nii.gz"
     sitk.WriteImage(image, str(nifti))
     with pytest.raises(InputError) as err:
         check_dicom_out(tmp_path / "out", nifti, [nifti])
     assert err.value.one_line().startswith(
         f"{nifti}: is not a DICOM series, so --dicom-out has no study or series to reference")
+    scan = read_scan(nifti)
+    assert scan.series == ()  # a NIfTI has no headers to reference
     with pytest.raises(InputError, match="not a DICOM series"):
-        event_series(nifti)
+        write_dicom_outputs(tmp_path / "out", _result(), scan.series)
     assert not (tmp_path / "out").exists()
 
 
 def test_dicom_out_inside_an_input_is_refused(tmp_path, event):
-    folder, _ = event
+    folder, _, _ = event
     with pytest.raises(OutputError, match="is an input or lies inside one"):
         check_dicom_out(folder / "results", folder, [folder])
     check_dicom_out(tmp_path / "fine", folder, [folder])  # no error, nothing written

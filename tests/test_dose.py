@@ -74,7 +74,7 @@ def test_relative_units_refused_without_a_scale(shared_data):
 # ------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("options", [{}, {"big_endian": True}, {"rle": True}, {"bits": 16}])
+@pytest.mark.parametrize("options", [{}, {"big_endian": True}, {"bits": 16}])
 @pytest.mark.parametrize("name", ["lps", "ras", "oblique", "left_handed"])
 def test_rtdose_round_trip(tmp_path, name, options):
     direction = {"lps": (1, 0, 0, 0, 1, 0, 0, 0, 1), "ras": (-1, 0, 0, 0, -1, 0, 0, 0, 1),

@@ -190,19 +190,3 @@ def test_heatmap_on_oblique_event_grid():
     assert np.linalg.norm(centre - expected) < 1.0
     index, peak = peak_point(out)
     assert arr[index[::-1]] == arr.max() and np.linalg.norm(np.asarray(peak) - expected) < 6
-
-
-@pytest.mark.slow
-def test_approximate_drill_down_is_off_by_default_and_close(tiny):
-    engine, _net, _probs, spec, stem = tiny
-    vol, mask = brain_volume(spec.model_space.shape_zyx)
-    args = (vol, engine, spec.channels, (2, 2, 2), (2, 2, 2))
-    exact = occlusion_maps(*args, brain_mask=mask, incremental=stem)
-    assert "approximate" not in exact.method and "approximate_run" not in exact.positions
-    approx = occlusion_maps(*args, brain_mask=mask, incremental=stem, approximate=0.25)
-    assert approx.method == exact.method + " + approximate drill-down (top 25%)"
-    assert 0 < approx.positions["approximate_run"] < exact.positions["run"]
-    err = np.abs(approx.maps["all"] - exact.maps["all"])
-    assert err.max() < np.abs(exact.maps["all"]).max()  # an approximation, not noise
-    everything = occlusion_maps(*args, brain_mask=mask, incremental=stem, approximate=1.0)
-    np.testing.assert_allclose(everything.maps["all"], exact.maps["all"], atol=1e-6, rtol=0)

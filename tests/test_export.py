@@ -55,6 +55,8 @@ def test_graph_contract_and_dynamic_batch(exported):
     onnx.checker.check_model(str(out), full_check=True)
     proto = onnx.load(str(out))
     assert proto.opset_import[0].version >= 17
+    # the members' stem convs were merged once, here (export/merge_convs.py)
+    assert [n.op_type for n in proto.graph.node if "volumes" in n.input] == ["Conv"]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["volumes"]
     assert [o.name for o in session.get_outputs()] == ["probabilities", "member_probabilities"]

@@ -12,8 +12,6 @@ from prepare_fixtures import EVENT_POSE, POST_POSE, dose_in, grid, pose, scan
 
 from ricecli.errors import DoseError, InputError
 from ricecli.gate import (
-    MIN_VOXELS,
-    TEXTURE_SPLIT,
     check_dose,
     check_dose_patient,
     check_t1,
@@ -24,6 +22,9 @@ from ricecli.gate import (
 from ricecli.io.base import tag_image
 from ricecli.io.dicom_write import write_mr_series, write_rtdose
 from ricecli.io.volume import read_mr
+from ricecli.qa import LIMITS
+
+MIN_VOXELS, TEXTURE_SPLIT = LIMITS.min_voxels, LIMITS.texture_split
 
 
 @pytest.fixture(scope="module")

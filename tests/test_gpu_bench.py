@@ -74,12 +74,3 @@ def test_preflight_opens_each_device_through_open_engine(bench, run, tiny_model)
         assert pre["devices"]["cuda"]["error"].startswith("RicenetError: --device cuda asked "
                                                           "for, but this onnxruntime has no CUDA")
         assert "TensorRT execution provider" in pre["devices"]["tensorrt"]["error"]
-
-
-def test_tensorrt_without_tensorrt_is_a_skip_not_a_failure(bench, run, tiny_model):
-    if importlib.util.find_spec("tensorrt") is not None:
-        pytest.skip("TensorRT is installed here")
-    bench.bench_tensorrt(run, "edge", [], None, {False: tiny_model}, None)
-    data = json.loads(run.json_path.read_text())
-    assert data["skipped"] == [{"what": "tensorrt edge",
-                                "why": "TensorRT is not installed on this machine"}]

@@ -12,8 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ricecli.contract import CARD_KEY, SPEC_KEY
 from ricecli.explain.incremental import IncrementalNetwork, incremental_for, runner
-from ricecli.explain.incremental.graph import split_stem
-from ricecli.explain.incremental.runner import IncrementalStem
+from ricecli.explain.incremental.graph import analyse
 from ricecli.explain.occlusion import occlusion_maps
 from ricecli.inference.engine import OnnxRuntimeEngine
 from ricecli.inference.model import load_model
@@ -133,8 +132,7 @@ def test_probabilities_equal_whole_volumes(tmp_path, stem, shape_of_input, depth
     path = write_model(tmp_path / "m.onnx", stem, shape_of_input=shape_of_input, bn=bn)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
-    inc = (IncrementalStem.from_model(path, threads=1) if depth == 1
-           else IncrementalNetwork.from_model(path, threads=1, depth=depth))
+    inc = IncrementalNetwork.from_model(path, threads=1, depth=depth)
     assert isinstance(inc, IncrementalNetwork), inc
     vol = volume()
     z, y, x = SHAPE
@@ -190,7 +188,7 @@ def test_maps_equal_plain_path(tmp_path, monkeypatch, stem, cube, stride, edges)
 ])
 def test_graphs_off_the_pattern_fall_back(tmp_path, variant, reason):
     path = write_model(tmp_path / "m.onnx", **variant)
-    why = split_stem(path)
+    why = analyse(path)
     assert isinstance(why, str) and reason in why
     if variant.get("group"):
         return  # that graph is only for the split check (its weights do not fit 3 channels)
@@ -268,7 +266,7 @@ def test_resnet_every_depth_equals_whole_volumes(tmp_path):
     path = export_tiny_model(tmp_path / "tiny.onnx", members=2, seed=5)
     model = load_model(path)
     engine = OnnxRuntimeEngine(model, threads=1)
-    split = split_stem(path)
+    split = analyse(path)
     assert not isinstance(split, str) and split.max_depth >= 8
     assert {op.kind for op in split.ops} >= {"Conv", "MaxPool", "Relu", "Add"}
     shape = TINY_SPEC.model_space.shape_zyx
@@ -304,3 +302,29 @@ def test_parallel_workers_give_the_same_bits(tmp_path, monkeypatch):
     for a, b in zip(got_one, got_two, strict=True):
         np.testing.assert_array_equal(a, b)
     assert len(got_two[0]) == len(cubes) and np.ptp(got_two[0][:, 0]) > 1e-4
+
+
+def test_a_model_with_merged_stem_convs_runs_incrementally_with_the_same_bits(tmp_path):
+    """export/merge_convs.py turns the members' stem convs into one Conv + Split; the analysis
+    splits it back into the very same convs, so the incremental path gives the bits of the
+    unmerged model at every depth."""
+    import onnx
+
+    from export.merge_convs import merge_sibling_convs
+
+    path = write_model(tmp_path / "m.onnx", "uneven", members=3, seed=4, bn=True)
+    merged = onnx.load(str(path))
+    assert merge_sibling_convs(merged) == 2
+    onnx.save(merged, str(tmp_path / "merged.onnx"))
+    plain, split = analyse(path), analyse(tmp_path / "merged.onnx")
+    assert not isinstance(plain, str) and not isinstance(split, str)
+    assert sorted((op.output, op.kind, op.depth, op.reach) for op in split.ops) == \
+        sorted((op.output, op.kind, op.depth, op.reach) for op in plain.ops)
+    vol = volume(5)
+    cubes = [((0, 1, 2), (slice(z, z + 3), slice(2, 6), slice(1, 4))) for z in range(0, 9, 3)]
+    for depth in (1, 2):
+        want = IncrementalNetwork.from_model(path, threads=1, depth=depth)
+        got = IncrementalNetwork.from_model(tmp_path / "merged.onnx", threads=1, depth=depth)
+        for a, b in zip(got.probabilities(vol, cubes, 0.0, batch=2),
+                        want.probabilities(vol, cubes, 0.0, batch=2), strict=True):
+            np.testing.assert_array_equal(a, b)

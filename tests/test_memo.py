@@ -1,27 +1,33 @@
-"""memo.py: the process-wide memos make each value once, drop the oldest past a limit, and
-clear_all forgets every one of them."""
+"""memo.py: process caches are functools.lru_cache on plain functions; clear_all forgets every
+one of them (models and engines are then opened again)."""
 
 from __future__ import annotations
 
-from ricecli.memo import REGISTRY, Memo, clear_all
+from ricecli.memo import clear_all, process_cache
 
 
 def test_made_once_oldest_dropped_past_the_limit():
     made: list[str] = []
-    memo: Memo[str, str] = Memo("test", "a test memo", limit=2)
+
+    @process_cache(maxsize=2)
+    def upper(key: str) -> str:
+        made.append(key)
+        return key.upper()
+
     for key in ("a", "b", "a", "c", "b"):
-        memo.get(key, lambda key=key: made.append(key) or key.upper())
+        upper(key)
     # a, b made; a reused (now newest); c made, b dropped (oldest); b made again
-    assert made == ["a", "b", "c", "b"] and len(memo) == 2
-    assert memo.peek("a") is None and memo.peek("b") == "B" and memo.peek("c") == "C"
+    assert made == ["a", "b", "c", "b"] and upper.cache_info().currsize == 2
 
 
-def test_clear_all_forgets_every_registered_memo():
-    from ricecli.inference.engine import ENGINES
-    from ricecli.inference.model import MODELS
+def test_clear_all_forgets_models_and_engines(tiny_model):
+    from ricecli.inference.engine import open_engine
+    from ricecli.inference.model import load_model
 
-    assert MODELS in REGISTRY and ENGINES in REGISTRY
-    memo: Memo[int, int] = Memo("test-2", "another test memo")
-    memo.get(1, lambda: 1)
+    model = load_model(tiny_model)
+    engine = open_engine(model, "cpu")
+    assert load_model(tiny_model) is model and open_engine(model, "cpu") is engine
     clear_all()
-    assert len(memo) == 0 and len(MODELS) == 0 and len(ENGINES) == 0
+    again = load_model(tiny_model)
+    assert again is not model and again == model
+    assert open_engine(again, "cpu") is not engine

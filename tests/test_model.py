@@ -1,15 +1,14 @@
-"""inference/model.py: loading ricenet ONNX models and TensorRT sidecars, and refusing bad ones."""
+"""inference/model.py: loading ricenet ONNX models, and refusing bad ones."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 
 import pytest
 from model_fixtures import TINY_SPEC, export_onnx, tiny_ensemble
 
-from ricecli.contract import CARD_KEY, SPEC_KEY, sidecar_path
+from ricecli.contract import SPEC_KEY
 from ricecli.errors import ModelError
 from ricecli.inference import model as model_mod
 from ricecli.inference.model import load_model
@@ -85,65 +84,16 @@ def test_wrong_io_names(tmp_path):
         load_model(path)
 
 
-def test_tensorrt_engine_needs_sidecar(tmp_path):
-    engine = tmp_path / "ricenet.engine"
-    engine.write_bytes(b"\x00serialized-engine")
-    with pytest.raises(ModelError, match="sidecar"):
-        load_model(engine)
-    card = {"name": "ricenet-edge", "version": "1.2", "members": 5}
-    sidecar = {"format": "ricenet-trt-sidecar/1", SPEC_KEY: TINY_SPEC.to_dict(), CARD_KEY: card,
-               "engine": {"file": engine.name, "sha256": "ab" * 32}, "tensorrt_version": "10.1"}
-    sidecar_path(engine).write_text(json.dumps(sidecar))
-    with pytest.raises(ModelError, match="does not match its sidecar"):
-        load_model(engine)
-    sidecar["engine"]["sha256"] = hashlib.sha256(engine.read_bytes()).hexdigest()
-    sidecar_path(engine).write_text(json.dumps(sidecar))
-    m = load_model(engine)
-    assert (m.format, m.name, m.version, m.members) == ("tensorrt", "ricenet-edge", "1.2", 5)
-    assert m.spec == TINY_SPEC and m.extra["tensorrt_version"] == "10.1"
-
-
-def test_current_sidecar_loads_and_legacy_layouts_do_not(tmp_path):
-    """The sidecar export/to_trt.py writes (contract.new_sidecar) loads; the pre-contract
-    layouts (`model.json` beside `model.engine`, bare `spec`/`card` keys) are refused."""
-    from ricecli.contract import SIDECAR_FORMAT, new_sidecar
-
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"\x01serialized-engine")
-    sha = hashlib.sha256(engine.read_bytes()).hexdigest()
-    card = {"name": "ricenet-edge", "version": "2.0", "members": [{"fold": 0}, {"fold": 1}]}
-    side = new_sidecar(TINY_SPEC, card, engine={"file": engine.name, "sha256": sha},
-                       tensorrt_version="10.13", gpu={"name": "G", "compute_capability": "9.0"},
-                       parity_batch=2)
-    assert side["format"] == SIDECAR_FORMAT and side["io"]["input"] == "volumes"
-    engine.with_suffix(".json").write_text(json.dumps(side))  # the old sidecar name
-    with pytest.raises(ModelError, match="without its sidecar"):
-        load_model(engine)
-    legacy = {"spec": TINY_SPEC.to_dict(), "card": card, "engine": side["engine"]}
-    sidecar_path(engine).write_text(json.dumps(legacy))
-    with pytest.raises(ModelError, match="has no 'ricenet.spec'"):
-        load_model(engine)
-    sidecar_path(engine).write_text(json.dumps({**side, "format": "ricenet-trt-sidecar/0"}))
-    with pytest.raises(ModelError, match="sidecar format"):
-        load_model(engine)
-    sidecar_path(engine).write_text(json.dumps(side))
-    m = load_model(engine)
-    assert (m.format, m.name, m.version, m.members, m.spec) == ("tensorrt", "ricenet-edge",
-                                                              "2.0", 2, TINY_SPEC)
-    assert m.extra["gpu"]["compute_capability"] == "9.0" and m.extra["parity"]["batch"] == 2
-
-
 def test_models_are_loaded_once_per_file_version(tmp_path):
-    """model.MODELS: the same file gives the same LoadedModel; a rewritten file is read again;
-    clear_all forgets it."""
-    from ricecli.inference.model import MODELS
+    """The same file gives the same LoadedModel; a rewritten file is read again; clear_all
+    forgets it."""
     from ricecli.memo import clear_all
 
     path = export_onnx(tiny_ensemble(members=1), tmp_path / "m.onnx", TINY_SPEC)
     first = load_model(path)
-    assert load_model(path) is first and len(MODELS) >= 1
+    assert load_model(path) is first
     export_onnx(tiny_ensemble(members=2), path, TINY_SPEC)
     again = load_model(path)
     assert again is not first and again.members == 2 and again.sha256 != first.sha256
     clear_all()
-    assert len(MODELS) == 0 and load_model(path) is not again
+    assert load_model(path) is not again

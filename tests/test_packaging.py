@@ -50,10 +50,10 @@ def test_each_extra_brings_at_most_one_build(extra, build):
 
 
 def test_gpu_extras_are_one_cuda_major():
-    from ricecli.inference.cuda import CUDA_MAJOR
+    from ricecli.inference.gpu import CUDA_MAJOR
 
     gpu = {_name(r): r for r in _resolve(_project(), {"tensorrt"})
            if _name(r) in {"onnxruntime-gpu", "cuda-python"} or "tensorrt" in _name(r)}
-    assert set(gpu) == {"onnxruntime-gpu", f"tensorrt-cu{CUDA_MAJOR}", "cuda-python"}
+    # ONNX Runtime's TensorRT provider loads TensorRT itself: no cuda-python
+    assert set(gpu) == {"onnxruntime-gpu", f"tensorrt-cu{CUDA_MAJOR}"}
     assert "[cuda,cudnn]>=1.27" in gpu["onnxruntime-gpu"]  # 1.27 is the first CUDA 13 build
-    assert f">={CUDA_MAJOR},<{CUDA_MAJOR + 1}" in gpu["cuda-python"]

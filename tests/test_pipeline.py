@@ -4,6 +4,7 @@ preparation), the QA refusal, and the stage stopwatch."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ import SimpleITK as sitk
 
 from ricecli import pipeline
 from ricecli.explain.occlusion import OcclusionSettings
-from ricecli.outputs.record import to_json
 from ricecli.prepare import CaseInputs, PreparedCase
+from ricecli.result import to_json
 
 COARSE = OcclusionSettings(cube_mm=36.0, stride_mm=36.0)
 
@@ -23,19 +24,20 @@ def opened(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def classified(opened, synthetic_case) -> pipeline.CaseResult:
+def classified(opened, synthetic_case) -> pipeline.Classified:
     model, engine = opened
     inputs = CaseInputs(synthetic_case["post_op"], synthetic_case["event"],
                         synthetic_case["dose"])
     return pipeline.classify(inputs, model, engine)
 
 
-def test_stopwatch_accumulates():
+def test_stopwatch_adds_up_each_stage_in_the_order_they_ran():
     watch = pipeline.Stopwatch()
-    for _ in range(2):
-        with watch.stage("s"):
-            pass
-    assert list(watch.timings_s) == ["s"] and watch.timings_s["s"] >= 0
+    for name in ("b", "a", "b"):
+        with watch.stage(name):
+            time.sleep(0.02)
+    assert list(watch.timings_s) == ["b", "a"]
+    assert watch.timings_s["b"] >= 0.04 and watch.timings_s["a"] >= 0.02
 
 
 def test_classify_gives_the_record_and_the_prepared_case_apart(classified, opened,
@@ -43,12 +45,17 @@ def test_classify_gives_the_record_and_the_prepared_case_apart(classified, opene
     model, engine = opened
     record = classified.record
     assert isinstance(classified.case, PreparedCase)
-    assert not any(k.startswith("_") for k in record)  # the case never rides in the record
-    assert json.loads(to_json(record)) == json.loads(json.dumps(record))
+    assert json.loads(to_json(record)) == record  # plain JSON data: the case never rides in it
     assert classified.labelled and record["label"] in model.spec.classes
     assert record["inputs"]["event"] == str(synthetic_case["event"])
-    assert {"prepare", "infer", "total"} <= set(record["timings_s"])
-    assert any(k.startswith("prepare.") for k in record["timings_s"])
+    timings = record["timings_s"]
+    assert {"prepare", "infer", "total"} <= set(timings) and "timings_s" not in record["qa"]
+    assert {k for k in timings if k.startswith("prepare.")} == {
+        f"prepare.{k}" for k in classified.case.timings_s}
+    # the stages lie within the total, and the preparation's sub-stages within "prepare"
+    assert timings["prepare"] + timings["infer"] <= timings["total"] + 1e-3
+    assert sum(v for k, v in timings.items() if k.startswith("prepare.")) <= \
+        timings["prepare"] + 1e-2
     # the record's answer is the engine's answer on the prepared case
     from ricecli.prepare import to_tensor
 
@@ -79,7 +86,8 @@ def test_qa_failure_withholds_the_label_unless_accepted(opened, synthetic_case, 
     inputs = CaseInputs(synthetic_case["post_op"], synthetic_case["event"], low)
     refused = pipeline.classify(inputs, model, engine)
     assert not refused.labelled and refused.record["probabilities"] is None
-    assert refused.record["qa"]["verdict"] == "fail"
+    assert refused.result.qa.verdict == "fail"
+    assert [f.code for f in refused.result.qa.reasons] == ["dose_peak_low"]
     folder = tmp_path / "explain"
     folder.mkdir()
     pipeline.write_unexplained(refused, model, engine, folder)

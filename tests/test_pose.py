@@ -22,7 +22,8 @@ from ricecli.inference.calibration import calibrate_members
 from ricecli.inference.engine import open_engine
 from ricecli.inference.model import load_model
 from ricecli.prepare import CaseInputs, prepare_case, to_tensor
-from ricecli.simulate.posed import gaussian_dose, posed_copy
+from ricecli.simulate.scanner import posed_copy
+from ricecli.simulate.treatment import gaussian_dose
 from ricecli.spec import PRESETS
 
 SPEC = PRESETS["edge"]
@@ -65,7 +66,7 @@ def test_foreground_mask_of_a_z_scored_image():
     b = sitk.GetArrayViewFromImage(foreground_mask(t1)) > 0
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99
     reg = register_rigid(z, z, same_contrast=True)
-    assert reg.qa["on_head"] > 0.95 and not reg.failed
+    assert reg.qa["on_head"] > 0.95 and not reg.qa["likely_failed"]
 
 
 def test_prepare_gives_the_same_bits_run_after_run_and_across_threads(synthetic_case):
@@ -81,8 +82,8 @@ def test_prepare_gives_the_same_bits_run_after_run_and_across_threads(synthetic_
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
     for name in first.channels:
         assert np.array_equal(first.channels[name], again.channels[name]), name
-    assert first.qa["registration"]["event_to_template"]["rotation_deg"] == \
-        again.qa["registration"]["event_to_template"]["rotation_deg"]
+    assert first.qa.measures["registration"]["event_to_template"]["rotation_deg"] == \
+        again.qa.measures["registration"]["event_to_template"]["rotation_deg"]
 
 
 def _in_model_space(image: sitk.Image, isotropic: bool) -> np.ndarray:
@@ -166,7 +167,7 @@ def test_the_same_scan_in_other_poses_gives_the_same_channels_and_answer(
         path = tmp_path / f"event{i}.nii.gz"
         sitk.WriteImage(posed_copy(event_image, angles, shift), str(path))
         case = prepare_case(CaseInputs(post_path, path, dose), model.spec)
-        assert not case.qa["registration"]["event_to_template"]["likely_failed"]
+        assert not case.qa.measures["registration"]["event_to_template"]["likely_failed"]
         cases.append(case)
         members = engine.run(to_tensor(case, model.spec)[None])[1][0]
         p_rec.append(float(calibrate_members(members, model.spec.calibration).mean(axis=0)[1]))

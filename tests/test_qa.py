@@ -1,4 +1,5 @@
-"""ricecli.qa: the verdict (pass | warn | fail) that decides whether a case gets a label."""
+"""ricecli.qa: the verdict (pass | warn | fail) that decides whether a case gets a label, and the
+one table of thresholds."""
 
 from __future__ import annotations
 
@@ -10,54 +11,82 @@ import SimpleITK as sitk
 from model_fixtures import run_cli
 from prepare_fixtures import EVENT_POSE, grid, pose, scan
 
-from ricecli.qa import MIN_AGREEMENT, agreement, decide, high_dose_in_brain, summary_lines
-from ricecli.simulate.posed import centred_dose
+from ricecli.outputs.console import qa_lines
+from ricecli.qa import LIMITS, agreement, assess, high_dose_in_brain, threshold_table
+from ricecli.result import QAReport
+from ricecli.simulate.treatment import centred_dose
+
+MIN_AGREEMENT = LIMITS.min_agreement
 
 
-def _qa(**changes) -> dict:
+def _qa(notes: tuple[str, ...] = (), **changes) -> QAReport:
+    """The verdict on a clean case's measures with `changes` made."""
     reg = {"likely_failed": False, "reasons": [], "ncc": 0.9}
-    qa = {"registration": {"post_op_to_event": dict(reg), "event_to_template": dict(reg)},
-          "dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 60.0},
-          "fov_coverage_of_brain": {"post_op": 1.0, "event": 1.0},
-          "agreement": {"post_op_event": 0.8}, "warnings": [], "notes": []}
-    for key, value in changes.items():
-        qa[key] = value
-    return qa
+    measures = {"registration": {"post_op_to_event": dict(reg), "event_to_template": dict(reg)},
+                "dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 60.0},
+                "fov_coverage_of_brain": {"post_op": 1.0, "event": 1.0},
+                "agreement": {"post_op_event": 0.8}}
+    return assess({**measures, **changes}, list(notes))
 
 
 def test_a_clean_case_passes():
-    qa = decide(_qa())
-    assert qa["verdict"] == "pass" and qa["reasons"] == []
+    qa = _qa()
+    assert qa.verdict == "pass" and qa.reasons == [] and qa.warnings == []
 
 
-@pytest.mark.parametrize("change, words", [
+@pytest.mark.parametrize("change, code, words", [
     ({"registration": {"post_op_to_event": {"likely_failed": True,
                                             "reasons": ["only 40% on the head"]}}},
-     "registration post-op -> event failed (only 40% on the head)"),
-    ({"agreement": {"post_op_event": 0.3}}, "do not line up"),
-    ({"dose": {"coverage_of_brain": 0.13, "max_in_brain_gy": 0.58}},
+     "registration_failed", "registration post-op -> event failed (only 40% on the head)"),
+    ({"agreement": {"post_op_event": 0.3}}, "scans_disagree", "do not line up"),
+    ({"dose": {"coverage_of_brain": 0.13, "max_in_brain_gy": 60.0}}, "dose_coverage_low",
      "the dose grid covers only 13% of the brain (at least 75% needed)"),
     ({"dose": {"coverage_of_brain": 0.55, "max_in_brain_gy": 60.0}},  # half the brain
-     "the dose grid covers only 55% of the brain"),
+     "dose_coverage_low", "the dose grid covers only 55% of the brain"),
     ({"dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 30.0, "high_dose_in_brain": 0.3}},
+     "dose_off_brain",
      "only 30% of the dose's high-dose region (>= 50% of its maximum) lies in this brain"),
-    ({"dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 0.58}}, "peaks at 0.58 Gy"),
-    ({"fov_coverage_of_brain": {"post_op": 1.0, "event": 0.3}}, "event scan covers only 30%"),
+    ({"dose": {"coverage_of_brain": 1.0, "max_in_brain_gy": 0.58}}, "dose_peak_low",
+     "peaks at 0.58 Gy"),
+    ({"fov_coverage_of_brain": {"post_op": 1.0, "event": 0.3}}, "fov_coverage_low",
+     "event scan covers only 30%"),
 ])
-def test_fail_reasons(change, words):
-    qa = decide(_qa(**change))
-    assert qa["verdict"] == "fail" and any(words in r for r in qa["reasons"]), qa["reasons"]
+def test_each_fail_has_its_code_and_sentence(change, code, words):
+    qa = _qa(**change)
+    assert qa.verdict == "fail" and [f.code for f in qa.reasons] == [code]
+    assert words in qa.reasons[0].message and qa.why() == qa.reasons
 
 
-def test_warnings_and_unusual_dose_warn_and_reach_the_summary():
-    qa = decide(_qa(warnings=["the dose grid covers only 85% of the brain"],
-                    dose={"coverage_of_brain": 0.85, "max_in_brain_gy": 14.0},
-                    notes=["event: folder held 2 series; took T1c"]))
-    assert qa["verdict"] == "warn" and len(qa["reasons"]) == 2
-    lines = summary_lines(qa)
-    assert lines[0].startswith("QA warn: the dose grid covers only 85%")
+def test_partial_dose_and_unusual_peak_warn_and_reach_the_summary():
+    qa = _qa(dose={"coverage_of_brain": 0.85, "max_in_brain_gy": 14.0},
+             notes=("event: folder held 2 series; took T1c",))
+    assert qa.verdict == "warn" and qa.reasons == []
+    assert [f.code for f in qa.warnings] == ["dose_coverage_partial", "dose_peak_unusual"]
+    lines = qa_lines(qa)
+    assert lines[0].startswith("QA warn: the dose grid covers only 85% of the brain; ")
     assert "peaks at 14.0 Gy" in lines[0] and lines[1] == "note: event: folder held 2 series; " \
         "took T1c"
+
+
+@pytest.mark.parametrize("coverage, peak, verdict", [
+    (0.7499, 60.0, "fail"), (0.75, 60.0, "warn"), (0.8999, 60.0, "warn"), (0.90, 60.0, "pass"),
+    (1.0, 4.99, "fail"), (1.0, 5.0, "warn"), (1.0, 19.99, "warn"), (1.0, 20.0, "pass"),
+    (1.0, 90.0, "pass"), (1.0, 90.01, "warn")])
+def test_the_dose_limits_split_where_the_table_says(coverage, peak, verdict):
+    assert _qa(dose={"coverage_of_brain": coverage, "max_in_brain_gy": peak}).verdict == verdict
+
+
+def test_every_threshold_says_what_it_guards_and_what_set_it():
+    rows = threshold_table()
+    assert len({r["name"] for r in rows}) == len(rows) > 20
+    assert {r["effect"] for r in rows} == {"refuse", "route", "flag", "fail", "warn"}
+    assert all(r["guards"] and r["calibrated_on"] for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    # the prepare-time refusal and the verdict's fail are two limits with two names
+    assert by_name["refuse_dose_coverage"]["value"] == 0.01
+    assert by_name["refuse_dose_coverage"]["effect"] == "refuse"
+    assert by_name["min_dose_coverage"]["value"] == 0.75
+    assert by_name["min_dose_coverage"]["effect"] == "fail"
 
 
 def test_agreement_high_for_the_same_anatomy_low_for_another():
@@ -93,7 +122,8 @@ def test_qa_fail_gives_no_label_exit_3_unless_accepted(tiny_model, synthetic_cas
     record = json.loads(out.read_text())
     assert record["label"] is None and record["probabilities"] is None
     assert record["qa"]["verdict"] == "fail"
-    assert any("peaks at" in r for r in record["qa"]["reasons"])
+    assert [r["code"] for r in record["qa"]["reasons"]] == ["dose_peak_low"]
+    assert "peaks at" in record["qa"]["reasons"][0]["message"]
     text = " ".join(text.split())
     assert "QA failed, no label: the dose peaks at" in text and "p(recurrence)" not in text
     assert text.count("QA") == 1 and text.count("peaks at") == 1  # said once
@@ -101,13 +131,15 @@ def test_qa_fail_gives_no_label_exit_3_unless_accepted(tiny_model, synthetic_cas
     code, text, err = run_cli([*args, "--overwrite", "--accept-qa-failure"], capsys)
     assert code == 0, err
     record = json.loads(out.read_text())
-    assert record["label"] in ("RICE", "recurrence") and record["label_despite_qa_failure"]
+    probs = record["probabilities"]
+    assert record["label"] == max(probs, key=probs.get) and record["label_despite_qa_failure"]
+    assert record["qa"]["verdict"] == "fail"  # the verdict stands; only the label is kept
     assert "label given anyway" in " ".join(text.split())
 
 
 # --- calibration facts on real scans (docs/qa.md) ----------------------------------------------
 
-def _prepared_verdict(post, event, tmp_path) -> dict:
+def _prepared_verdict(post, event, tmp_path) -> QAReport:
     from ricecli.prepare import CaseInputs, prepare_case
     from ricecli.spec import PRESETS
 
@@ -121,8 +153,8 @@ def test_different_patients_fail(shared_data, tmp_path):
     gli = shared_data / "mri/BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz"
     met = next((shared_data / "mri/BraTS-MET-00110-000").glob("*t1c.nii.gz"))
     qa = _prepared_verdict(gli, met, tmp_path)
-    assert qa["verdict"] == "fail"
-    assert any("do not line up" in r for r in qa["reasons"]), qa["reasons"]
+    assert qa.verdict == "fail"
+    assert "scans_disagree" in [f.code for f in qa.reasons], qa.reasons
 
 
 @pytest.mark.slow
@@ -130,21 +162,21 @@ def test_same_patient_t1_to_t1c_does_not_fail(shared_data, tmp_path):
     folder = shared_data / "mri/BraTS-GLI-00001-000"
     qa = _prepared_verdict(folder / "BraTS-GLI-00001-000-t1n.nii.gz",
                            folder / "BraTS-GLI-00001-000-t1c.nii.gz", tmp_path)
-    assert qa["agreement"]["post_op_event"] > MIN_AGREEMENT
-    assert qa["verdict"] != "fail", qa["reasons"]
+    assert qa.measures["agreement"]["post_op_event"] > MIN_AGREEMENT
+    assert qa.verdict != "fail", qa.reasons
 
 
 def test_the_summary_says_which_brain_mask_was_used():
-    qa = decide(_qa())
-    qa["brain_mask"] = "extracted (deepbet)"
-    assert summary_lines(qa)[-1] == "brain mask: extracted (deepbet)"
+    qa = _qa(brain_mask="extracted (deepbet)")
+    assert qa_lines(qa) == ["QA pass", "brain mask: extracted (deepbet)"]
 
 
 def test_a_fail_reason_is_not_repeated_as_a_warning():
-    qa = decide(_qa(warnings=["the dose grid covers only 40% of the brain", "other"],
-                    dose={"coverage_of_brain": 0.4, "max_in_brain_gy": 60.0}))
-    assert qa["warnings"] == ["other"]
-    assert [r for r in qa["reasons"] if "covers only" in r] == [
+    qa = _qa(registration={"post_op_to_event": {"likely_failed": True, "reasons": ["x"]}},
+             dose={"coverage_of_brain": 0.4, "max_in_brain_gy": 60.0})
+    assert qa.warnings == []  # neither the registration nor the coverage warns as well
+    assert [f.message for f in qa.reasons] == [
+        "registration post-op -> event failed (x)",
         "the dose grid covers only 40% of the brain (at least 75% needed): the dose of another "
         "patient or frame, or a grid cut short"]
 
@@ -163,11 +195,13 @@ def test_high_dose_in_brain():
 
 def test_prepare_prints_one_total():
     from ricecli.commands.prepare import summary_lines as prepare_lines
+    from ricecli.prepare import PreparedCase
 
-    qa = decide(_qa())
-    for reg in qa["registration"].values():
+    qa = _qa()
+    for reg in qa.measures["registration"].values():
         reg.update(metric=-0.5, iterations=10, seconds=1.0)
-    qa["dose"].update(max_gy=60.0)
-    qa["timings_s"] = {"read": 1.0, "register": 2.0, "total": 3.5}
-    (line,) = [x for x in prepare_lines(qa, 3.6) if x.startswith("time:")]
+    qa.measures["dose"].update(max_gy=60.0)
+    case = PreparedCase({}, np.zeros(1), sitk.Image(), sitk.Image(), sitk.Transform(), qa,
+                        timings_s={"read": 1.0, "register": 2.0, "total": 3.5})
+    (line,) = [x for x in prepare_lines(case, 3.6) if x.startswith("time:")]
     assert line == "time: read 1.00 s, register 2.00 s; total 3.60 s"

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from ricecli.errors import InputError
 from ricecli.io.dicom_write import write_mr_series, write_rtdose
-from ricecli.io.volume import geometry_summary, read_mask, read_mr
+from ricecli.io.volume import geometry_summary, read_mask, read_mr, read_scan
 
 OBLIQUE = sitk.VersorTransform((0.3, -0.2, 1.0), 0.35).GetMatrix()
 DIRECTIONS = {
@@ -75,9 +75,15 @@ def test_dicom_files_in_any_order_and_one_file_given(tmp_path):
     for n, f in enumerate(files):  # names now run against the slice order
         f.rename(folder / f"IM{len(files) - n:03d}")
     notes: list[str] = []
-    got = read_mr(folder / "IM005", notes)
-    assert_same_world(got, image, atol=0.02)
+    read = read_scan(folder / "IM005", notes)
+    assert_same_world(read.image, image, atol=0.02)
     assert any("whole series" in n for n in notes)
+    # the slices' headers (no pixels), in the order they were stacked: for --dicom-out
+    assert len(read.series) == image.GetSize()[2]
+    for k, ds in enumerate(read.series):
+        assert "PixelData" not in ds
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient],
+                                   read.image.TransformIndexToPhysicalPoint((0, 0, k)), atol=1e-3)
 
 
 def test_folder_with_several_series_takes_the_largest_and_says_so(tmp_path):
@@ -88,10 +94,11 @@ def test_folder_with_several_series_takes_the_largest_and_says_so(tmp_path):
     for f in folder.rglob("*.dcm"):
         f.rename(folder / f"{f.parent.name}_{f.name}")
     notes: list[str] = []
-    got = read_mr(folder, notes)
-    assert got.GetSize() == big.GetSize()
-    assert_same_world(got, big, atol=0.02)
+    read = read_scan(folder, notes)
+    assert read.image.GetSize() == big.GetSize()
+    assert_same_world(read.image, big, atol=0.02)
     assert any("2 series" in n and "T1c" in n and "12 slices" in n for n in notes)
+    assert [ds.SeriesDescription for ds in read.series] == ["T1c"] * 12
 
 
 def test_uneven_slices_are_resampled_to_the_median_gap(tmp_path):

@@ -25,7 +25,7 @@ def test_qa_flags_a_wrong_transform(template_2mm):
     ok = registration_qa(volume, volume, good, good, region, same_contrast=True)
     assert not ok["likely_failed"] and ok["ncc"] > 0.99
     bad = sitk.Euler3DTransform(good)
-    bad.SetRotation(0.0, 0.0, np.radians(60))  # beyond MAX_ROTATION_DEG (50)
+    bad.SetRotation(0.0, 0.0, np.radians(60))  # beyond LIMITS.max_rotation_deg (50)
     bad.SetTranslation((0.0, 50.0, 0.0))
     flagged = registration_qa(volume, volume, bad, good, region, same_contrast=True)
     assert flagged["likely_failed"]

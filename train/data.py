@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import re
 import time
 from collections.abc import Callable
@@ -53,11 +52,10 @@ class CaseRecord:
 
 
 def default_cache_dir() -> Path:
-    """$RICENET_CACHE, else $XDG_CACHE_HOME/ricenet/prepared (~/.cache by default)."""
-    if os.environ.get("RICENET_CACHE"):
-        return Path(os.environ["RICENET_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ricenet" / "prepared"
+    """The prepared cases' cache: `prepared/` under ricecli's one cache root."""
+    from ricecli.runtime import cache_root
+
+    return cache_root() / "prepared"
 
 
 def _label(value: str | None, manifest: Path, case_id: str) -> int:
@@ -141,6 +139,7 @@ def write_cached(path: Path, channels: dict[str, np.ndarray], brain_mask: np.nda
 def _prepare_one(record: CaseRecord, spec_json: str, out: str) -> float:
     """Worker: ricecli's own preparation of one case into the cache; returns seconds."""
     from ricecli.prepare import CaseInputs, prepare_case
+    from ricecli.result import qa_record
 
     t0 = time.perf_counter()
     inputs = CaseInputs(post_op=record.post_op, event=record.event, dose=record.dose,
@@ -149,7 +148,7 @@ def _prepare_one(record: CaseRecord, spec_json: str, out: str) -> float:
                         dose_relative_scale_gy=record.dose_relative_scale_gy,
                         dose_frame_transform=record.dose_frame_transform)
     case = prepare_case(inputs, Spec.from_json(spec_json))
-    write_cached(Path(out), case.channels, case.brain_mask, case.qa)
+    write_cached(Path(out), case.channels, case.brain_mask, qa_record(case.qa))
     return time.perf_counter() - t0
 
 

@@ -29,7 +29,6 @@ from ricecli.cohort.facts import (
 )
 from ricecli.cohort.scan import scan_header
 from ricecli.io.base import DICOM_SUFFIXES, READ_ERRORS
-from ricecli.io.files import write_text_atomic
 
 INDEX_FILE = ".cohort-index.jsonl"
 INDEX_FORMAT = 1
@@ -186,8 +185,3 @@ def index_tree(root: Path, previous: dict[str, dict[str, Any]], jobs: int = 1) -
     for entry in read_entries(root, todo, jobs):
         kept[entry["path"]] = entry
     return IndexRun([kept[rel] for rel in rels], read=len(todo), reused=len(rels) - len(todo))
-
-
-def save_index(path: Path, root: Path, run: IndexRun) -> None:
-    """Write the index file whole or not at all."""
-    write_text_atomic(path, index_text(root, run.entries))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 # big-endian, deflated, JPIP referenced deflate
 NOT_SCANNED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"}

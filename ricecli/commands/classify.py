@@ -39,7 +39,7 @@ def command(
     from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, check_output_file, input_paths, write_text_atomic
     from ricecli.outputs.console import print_summary
-    from ricecli.outputs.record import to_json
+    from ricecli.result import to_json
 
     inputs = opt.case_inputs(t1, dose, mask, dose_unit, dose_fractions, dose_relative_scale,
                              dose_frame, brain_extraction, dose_frame_transform)
@@ -59,11 +59,11 @@ def command(
         result = pipeline.classify(inputs, loaded, engine, save_prepared=save_prepared,
                                    overwrite=overwrite, accept_qa_failure=accept_qa_failure)
     console.print(f"engine: {describe(engine)}")  # after the gate: a refusal is one line
-    print_summary(result.record, console)
+    print_summary(result.result, console)
     if dicom_out is not None:  # before the JSON: it records how header values were cleaned
         for path in pipeline.write_dicom(result, dicom_out):
             console.print(f"DICOM written: {path}")
-        for line in result.record.get("dicom_header_notes") or []:
+        for line in result.dicom_header_notes:
             console.print(f"DICOM header: {line}", markup=False)
     if json_out == Path("-"):
         typer.echo(to_json(result.record), nl=False)

@@ -47,6 +47,8 @@ def command(
         "--overwrite", help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Simulate a RICE and a recurrence case, classify and explain both (~30 s, 2-core CPU)."""
+    from dataclasses import replace
+
     from rich.console import Console
     from rich.table import Table
 
@@ -54,9 +56,10 @@ def command(
     from ricecli.explain.occlusion import OcclusionSettings
     from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, input_paths, staged_output
-    from ricecli.outputs.record import qa_line, to_json
+    from ricecli.outputs.record import qa_line
     from ricecli.prepare import CaseInputs
     from ricecli.progress import rich_progress
+    from ricecli.result import to_json
     from ricecli.simulate.cohort import write_case
 
     console = Console(stderr=True)
@@ -78,10 +81,11 @@ def command(
             with console.status(f"{sim.case_id}: preparing and classifying"):
                 result = pipeline.classify(inputs, loaded, engine)
             # the JSON names the inputs where they will be, not in the staging folder
-            result.record["inputs"] = final_paths(result.record["inputs"], stage, out)
+            result.result = replace(result.result,
+                                    inputs=final_paths(result.result.inputs, stage, out))
             top_in_lesion = None
             if not result.labelled:  # QA failed: no label, nothing to explain
-                console.print(f"[red]{sim.case_id}: {qa_line(result.record)}[/]",
+                console.print(f"[red]{sim.case_id}: {qa_line(result.result)}[/]",
                               highlight=False)
             else:
                 (folder / "explain").mkdir()

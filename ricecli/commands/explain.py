@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ricecli.commands import options as opt
-from ricecli.explain.occlusion import ExplainResult, OcclusionSettings
+
+if TYPE_CHECKING:
+    from ricecli.explain.occlusion import ExplainResult
+    from ricecli.result import QAReport
 
 
 def command(
@@ -62,6 +65,7 @@ def command(
     from ricecli import pipeline
     from ricecli.errors import EXIT_QA_FAILED
     from ricecli.explain.lesion import read_lesion_mask
+    from ricecli.explain.occlusion import OcclusionSettings
     from ricecli.inference.engine import describe
     from ricecli.io.files import check_output_dir, input_paths, staged_output
     from ricecli.outputs.record import qa_line
@@ -96,28 +100,29 @@ def command(
                 explained = pipeline.explain(result, loaded, engine, settings, staging,
                                              progress=update, lesion_mask=given)
             record = json.loads((staging / "explain.json").read_text())
-    qa = result.record["qa"]
+    qa = result.result.qa
     if explained is None:
-        console.print(f"[bold red]{qa_line(result.record)}[/] (explain.json in {out})",
+        console.print(f"[bold red]{qa_line(result.result)}[/] (explain.json in {out})",
                       highlight=False)
         raise typer.Exit(EXIT_QA_FAILED)
-    if result.record.get("label_despite_qa_failure"):
+    if result.result.label_despite_qa_failure:
         console.print(f"[bold red]QA failed; maps made anyway (--accept-qa-failure), do not "
-                      f"trust them:[/] {'; '.join(qa.get('reasons', []))}", highlight=False)
+                      f"trust them:[/] {'; '.join(f.message for f in qa.reasons)}",
+                      highlight=False)
     for line in _summary_lines(explained, record, qa, out):
         console.print(line, highlight=False)
     if dicom_out is not None:
         for path in pipeline.write_dicom(result, dicom_out, explained):
             console.print(f"DICOM written: {path}")
-        for note in result.record.get("dicom_header_notes") or []:  # as classify says them
+        for note in result.dicom_header_notes:  # as classify says them
             console.print(f"DICOM header: {note}", markup=False)
 
 
-def _summary_lines(explained: ExplainResult, record: dict[str, Any], qa: dict[str, Any],
+def _summary_lines(explained: ExplainResult, record: dict[str, Any], qa: QAReport,
                    out: Path) -> list[str]:
     """The QA verdict and notes (nothing in explain.json unseen), the one calibrated p, what
     ran, where the map's strongest voxels lie relative to the lesion, and where to look."""
-    from ricecli.qa import summary_lines
+    from ricecli.outputs.console import qa_lines
 
     maps, target = explained.model_maps, explained.target
     pos = maps.positions
@@ -129,7 +134,7 @@ def _summary_lines(explained: ExplainResult, record: dict[str, Any], qa: dict[st
              f"({'found' if on.get('source') == 'found' else 'given'})")
     strength = (record["overview"]["note"] if not record["overview"]["painted"] else
                 f"strongest |delta p| {record['max_abs_delta_p']:.3f} at LPS ({peak}) mm")
-    return [*summary_lines(qa),
+    return [*qa_lines(qa),
             f"p({target}) = {record['target_probability']:.3f} (calibrated); "
             f"{pos['run']} of {pos['total']} cube positions run "
             f"({pos['skipped_unchanged']} unchanged, {pos['skipped_outside_region']} outside the "

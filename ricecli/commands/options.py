@@ -74,7 +74,7 @@ def case_inputs(t1: list[Path], dose: list[Path] | Path, mask: Path | None = Non
                       dose_frame_transform=dose_frame_transform)
 
 ModelOpt = Annotated[Path | None, typer.Option(
-    "--model", help="ricenet ONNX model or TensorRT .engine (default: the shipped model).")]
+    "--model", help="ricenet ONNX model (default: the shipped model).")]
 AcceptQaOpt = Annotated[bool, typer.Option(
     "--accept-qa-failure", help="Give the label even when QA fails (marked as such in the JSON "
     "and on screen); without it a failed case gets no label and exit code 3.")]

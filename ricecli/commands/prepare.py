@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from ricecli.commands import options as opt
 from ricecli.errors import EXIT_QA_FAILED, RicenetError
 
+if TYPE_CHECKING:
+    from ricecli.prepare import PreparedCase
 
-def summary_lines(qa: dict[str, Any], seconds: float) -> list[str]:
-    """Plain-text lines of the QA summary (the rich table is built from the same numbers)."""
+
+def summary_lines(case: PreparedCase, seconds: float) -> list[str]:
+    """Plain-text lines of the prepared case: registrations, dose, stage times, QA."""
+    from ricecli.outputs.console import qa_lines
+
+    qa = case.qa.measures
     lines = []
     for name, reg in qa["registration"].items():
         state = "CHECK" if reg["likely_failed"] else "ok"
@@ -21,11 +27,9 @@ def summary_lines(qa: dict[str, Any], seconds: float) -> list[str]:
     dose = qa["dose"]
     lines.append(f"dose: max {dose['max_gy']:.2f} Gy, {dose['max_in_brain_gy']:.2f} Gy in the "
                  f"brain, covers {dose['coverage_of_brain']:.0%} of it")
-    times = ", ".join(f"{k} {v:.2f} s" for k, v in qa["timings_s"].items() if k != "total")
+    times = ", ".join(f"{k} {v:.2f} s" for k, v in case.timings_s.items() if k != "total")
     lines.append(f"time: {times}; total {seconds:.2f} s")
-    from ricecli.qa import summary_lines as qa_lines
-
-    return lines + qa_lines(qa)
+    return lines + qa_lines(case.qa)
 
 
 def command(
@@ -58,11 +62,11 @@ def command(
         raise RicenetError(f"unknown preset {preset!r}", fix=f"use one of {sorted(PRESETS)}")
     check_output_dir(out, input_paths(inputs), overwrite)  # fail before the slow part
     case = prepare_case(inputs, PRESETS[preset])
-    case.qa["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
+    case.timings_s["total"] = round(time.perf_counter() - t0, 3)
     save_prepared_case(case, out, inputs, overwrite)
     console = Console()
     console.print(f"[bold]prepared[/bold] {out} ({preset} model space)")
-    for line in summary_lines(case.qa, time.perf_counter() - t0):
+    for line in summary_lines(case, time.perf_counter() - t0):
         console.print(f"  {line}", highlight=False)
-    if case.qa.get("verdict") == "fail":  # the channels are written for inspection, exit 3
+    if case.qa.verdict == "fail":  # the channels are written for inspection, exit 3
         raise typer.Exit(EXIT_QA_FAILED)

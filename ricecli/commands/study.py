@@ -8,13 +8,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ricecli.commands import options as opt
 from ricecli.errors import InputError, RicenetError
-from ricecli.study import StudySettings
+
+if TYPE_CHECKING:  # ricecli.study imports the DICOM stack: only `ricecli study` needs it
+    from ricecli.study import StudySettings
 
 MERCURE_IN, MERCURE_OUT, TASK_FILE = "MERCURE_IN_DIR", "MERCURE_OUT_DIR", "task.json"
 # task.json process settings -> (StudySettings field, type)
@@ -83,7 +85,7 @@ def command(
 ) -> None:
     """DICOM in, DICOM out: classify one patient's newest follow-up as a router runs it
     (exit 2 with result.json when an input is missing; research use only)."""
-    from ricecli.study import STATUS_FILE, run_study
+    from ricecli.study import STATUS_FILE, StudySettings, run_study
 
     settings = StudySettings(model, device, explain, event_study, brain_extraction)
     if in_dir is None:

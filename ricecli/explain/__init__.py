@@ -1,6 +1,6 @@
 """Occlusion sensitivity: which regions drove the answer.
 
 Read top-down: `occlusion` (settings, the maps, `explain_case`), `positions` (where the cube
-goes), `maps` (onto the event scan), `approximate` (opt-in drill-down) and `incremental/` (the exact
-fast path on ONNX Runtime CPU). The files are written by `outputs/explain_files.py`.
+goes), `maps` (onto the event scan) and `incremental/` (the exact fast path on ONNX Runtime
+CPU). The files are written by `outputs/explain_files.py`.
 """

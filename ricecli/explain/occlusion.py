@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ricecli.errors import RicenetError
-from ricecli.explain.approximate import drill_down
 from ricecli.explain.incremental import IncrementalNetwork, incremental_for
 from ricecli.explain.maps import peak_point, peak_value, to_event_grid
 from ricecli.explain.positions import (
@@ -31,7 +30,6 @@ from ricecli.explain.positions import (
     coverage_counts,
     mm_to_voxels,
     plan_jobs,
-    window_starts,
 )
 from ricecli.inference.calibration import calibrated_mean
 
@@ -136,13 +134,10 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
                    edges: str = "shift", brain_mask: np.ndarray | None = None,
                    skip_unchanged: bool = True, progress: Progress | None = None,
                    incremental: IncrementalNetwork | None = None, method: str = "plain",
-                   approximate: float | None = None,
                    calibration: Calibration | None = None) -> OcclusionMaps:
     """Occlusion sensitivity of `volume` [C, z, y, x] through `engine` (see the module doc).
 
     `incremental`: an `IncrementalNetwork` of the same model; positions then run incrementally.
-    `approximate` (off by default; NOT exact): every other position per axis runs first, then
-    only those next to the strongest `approximate` fraction (`approximate.drill_down`).
     `calibration`: the model's; p is then the calibrated p every other output shows.
     """
     t0 = time.perf_counter()
@@ -172,19 +167,10 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
             yield p_original[t_index] - calibrated_mean(probs, members, calibration)[:, t_index]
 
     values: list[float] = []
-    if approximate is not None:
-        starts = [window_starts(n, c, st, edges) for n, c, st in zip(shape, cube, stride,
-                                                                      strict=False)]
-        values, ran = drill_down(jobs, starts, approximate, run, progress)
-        counts = {**counts, "approximate_run": ran}
-        suffix = f" + approximate drill-down (top {approximate:.0%})"
-    else:
-        suffix, done = "", 0
-        for sens in run(jobs):
-            values += list(sens)
-            done += len(sens)
-            if progress is not None:
-                progress(done, len(jobs))
+    for sens in run(jobs):
+        values += list(sens)
+        if progress is not None:
+            progress(len(values), len(jobs))
     for (g, sl), value in zip(jobs, values, strict=True):
         covered: Index = (g, *sl)
         sums[covered] += value
@@ -196,7 +182,7 @@ def occlusion_maps(volume: np.ndarray, engine: Engine, channel_names: Sequence[s
         target_index=t_index, cube_vox=cube, stride_vox=stride, positions=counts,
         seconds={"plan": round(t1 - t0, 4), "run": round(t2 - t1, 4),
                  "volumes_per_s": round(len(jobs) / max(t2 - t1, 1e-9), 3)},
-        method=(incremental.method if incremental is not None else method) + suffix,
+        method=incremental.method if incremental is not None else method,
     )
 
 

@@ -1,7 +1,7 @@
 """Registration QA: the numbers that flag a rigid registration that likely failed.
 
-Any one rule is enough (see `registration_qa`); the limits were measured on the scans and poses
-of benchmarks/pose.py and docs/qa.md.
+Any one rule is enough (see `registration_qa`); the limits (ricecli.qa.LIMITS) were measured on
+the scans and poses of benchmarks/pose.py and docs/qa.md.
 """
 
 from __future__ import annotations
@@ -10,15 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ricecli.geometry.resample import foreground_mask
-
-MAX_ROTATION_DEG = 50.0
-MAX_SHIFT_FROM_START_MM = 40.0
-MIN_FOV_OVERLAP = 0.80
-MIN_ON_HEAD = 0.80
-MIN_BRAIN_DICE = 0.80
-# same patient, T1 vs T1c measured 0.33-0.39 (docs/qa.md); other patients are caught by
-# ricecli.qa's local agreement, which this global correlation cannot do (0.33-0.48 there)
-MIN_NCC_SAME_CONTRAST = 0.25
+from ricecli.qa import LIMITS
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,7 +44,7 @@ def registration_qa(
       after registration is below 0.80 (on the real scans and poses of benchmarks/pose.py:
       0.88-0.95; a tilted or shifted brain loses it fast);
     - ncc: for same-contrast pairs (post-op T1 to event T1c), the normalised cross-correlation
-      over the fixed region after registration is below MIN_NCC_SAME_CONTRAST.
+      over the fixed region after registration is below LIMITS.min_ncc_same_contrast.
     Mattes MI values and the template NCC depend on content (template T1 vs T1c measures
     0.05-0.35 even when right) and are reported, not judged.
     """
@@ -75,18 +67,18 @@ def registration_qa(
     angles = np.degrees(np.abs(transform.GetParameters()[:3]))
     shift = float(np.linalg.norm(np.subtract(transform.GetTranslation(), start.GetTranslation())))
     reasons = []
-    if float(angles.max()) > MAX_ROTATION_DEG:
-        reasons.append(f"rotation {angles.max():.0f} deg > {MAX_ROTATION_DEG:.0f}")
-    if shift > MAX_SHIFT_FROM_START_MM:
+    if float(angles.max()) > LIMITS.max_rotation_deg:
+        reasons.append(f"rotation {angles.max():.0f} deg > {LIMITS.max_rotation_deg:.0f}")
+    if shift > LIMITS.max_shift_from_start_mm:
         reasons.append(f"moved {shift:.0f} mm from its start")
-    if fov < MIN_FOV_OVERLAP:
+    if fov < LIMITS.min_fov_overlap:
         reasons.append(f"only {fov:.0%} of the fixed region is inside the moving scan")
-    if brain_dice is None and on_head < MIN_ON_HEAD:
+    if brain_dice is None and on_head < LIMITS.min_on_head:
         reasons.append(f"only {on_head:.0%} of the fixed region lands on the moving head")
-    if brain_dice is not None and brain_dice < MIN_BRAIN_DICE:
+    if brain_dice is not None and brain_dice < LIMITS.min_brain_dice:
         reasons.append(f"the brains overlap only {brain_dice:.2f} (Dice) after registration")
-    if same_contrast and ncc < MIN_NCC_SAME_CONTRAST:
-        reasons.append(f"correlation after registration {ncc:.2f} < {MIN_NCC_SAME_CONTRAST}")
+    if same_contrast and ncc < LIMITS.min_ncc_same_contrast:
+        reasons.append(f"correlation after registration {ncc:.2f} < {LIMITS.min_ncc_same_contrast}")
     return {
         "rotation_deg": [round(float(a), 2) for a in angles],
         "translation_mm": [round(float(t), 2) for t in transform.GetTranslation()],

@@ -22,12 +22,12 @@ def working_image(image: sitk.Image, spacing_mm: float = WORKING_SPACING_MM) -> 
     fine axes, then interpolate thick slices to `spacing_mm` so the pyramid's shrink factors
     mean the same on every axis (a 5.5 mm slice shrunk by 4 would leave a handful of slices)."""
     factors = [max(1, int(round(spacing_mm / s))) for s in image.GetSpacing()]
-    img = sitk.Cast(image, sitk.sitkFloat32)
+    img = image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
     if max(factors) > 1:
         img = sitk.BinShrink(img, factors)
     spacing = np.asarray(img.GetSpacing())
     if spacing.max() <= 1.5 * spacing_mm:
-        return img
+        return img if img is not image else sitk.Image(image)  # never the caller's own image
     target = np.minimum(spacing, spacing_mm)
     extent = spacing * np.asarray(img.GetSize())
     size = [int(n) for n in np.maximum(1, np.round(extent / target))]

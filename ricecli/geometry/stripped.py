@@ -1,7 +1,7 @@
 """Is a scan already skull-stripped, and if so where is its brain? No network needed.
 
 A skull-stripped scan is a brain alone on an exactly constant background; skull-on scans show
-noisy air or a bright rim of scalp fat. Thresholds: docs/qa.md and tests/test_stripped.py.
+noisy air or a bright rim of scalp fat. Thresholds: ricecli.qa.LIMITS, tests/test_stripped.py.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ricecli.qa import LIMITS
+
 _CONN26 = np.ones((3, 3, 3), dtype=bool)
 STRIPPED_SAMPLE_MM = 2.0  # judged on a voxel subsample no finer than this
-BORDER_CONSTANT_SHARE = 0.6  # stripped: the image border is one exact value ...
-OBJECT_SHARE = 0.95  # ... around one object holding (nearly) all other voxels,
-MAX_BOX_FILL = 0.75  # ... brain-shaped (an ellipsoid fills 0.52 of its box; a noisy FOV ~1),
-MAX_DARK_SHARE = 0.15 # ... made of tissue, not air: voxels under 5% of its p99 (noise) are few,
-DARK_LEVEL = 0.05
-MAX_SHELL_RATIO = 1.6  # ... with no bright rim (scalp fat): p90 of its 4 mm rim / inner median
-SHELL_MM = 4.0
+DARK_LEVEL = 0.05  # dark: under this share of the object's p99
+SHELL_MM = 4.0  # the rim whose brightness tells scalp fat
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -78,11 +75,11 @@ def looks_skull_stripped(image: sitk.Image) -> bool:
     """True when the scan is already a brain alone: an exactly constant background around one
     brain-shaped object without a bright rim (skull-on scans show noisy air or scalp fat)."""
     e = skull_stripped_evidence(image)
-    return (e["border_constant_share"] >= BORDER_CONSTANT_SHARE
-            and e["object_share"] >= OBJECT_SHARE
-            and e["box_fill"] <= MAX_BOX_FILL
-            and e["dark_share"] <= MAX_DARK_SHARE
-            and e["shell_ratio"] <= MAX_SHELL_RATIO)
+    return (e["border_constant_share"] >= LIMITS.stripped_border_constant
+            and e["object_share"] >= LIMITS.stripped_object_share
+            and e["box_fill"] <= LIMITS.stripped_max_box_fill
+            and e["dark_share"] <= LIMITS.stripped_max_dark_share
+            and e["shell_ratio"] <= LIMITS.stripped_max_shell_ratio)
 
 
 def stripped_brain(image: sitk.Image, spacing_mm: float = 2.0) -> sitk.Image:

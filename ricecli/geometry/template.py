@@ -7,7 +7,7 @@ the template images and the model-space grid share world coordinates: no transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +21,21 @@ BRAIN_THRESHOLD = 0.2  # nilearn's rule for the MNI152 brain mask: T1 > 0.2 of i
 
 @dataclass(frozen=True)
 class Template:
-    """Template T1 (skull-stripped), brain mask (uint8) and GM/WM probabilities (float32 0..1)."""
+    """Template T1 (skull-stripped), brain mask (uint8) and GM/WM probabilities (float32 0..1;
+    read on first use: only the simulator needs them)."""
 
     t1: sitk.Image
     mask: sitk.Image
-    gm: sitk.Image
-    wm: sitk.Image
+
+    @cached_property
+    def gm(self) -> sitk.Image:
+        """Grey-matter probability."""
+        return _read_unit("gm")
+
+    @cached_property
+    def wm(self) -> sitk.Image:
+        """White-matter probability."""
+        return _read_unit("wm")
 
 
 def _read_unit(name: str) -> sitk.Image:
@@ -40,7 +49,7 @@ def load_template() -> Template:
     """Read the template once per process (it is small: ~4.6 M voxels per image)."""
     t1 = _read_unit("t1")
     mask = sitk.BinaryFillhole(sitk.Cast(t1 > BRAIN_THRESHOLD, sitk.sitkUInt8))
-    return Template(t1=t1, mask=mask, gm=_read_unit("gm"), wm=_read_unit("wm"))
+    return Template(t1=t1, mask=mask)
 
 
 def model_space_grid(space: ModelSpace) -> sitk.Image:
@@ -50,10 +59,3 @@ def model_space_grid(space: ModelSpace) -> sitk.Image:
     grid.SetOrigin([float(o) for o in space.origin_mm])
     grid.SetDirection(np.eye(3).ravel().tolist())
     return grid
-
-
-def template_mask_in(space: ModelSpace) -> sitk.Image:
-    """The template brain mask on the model-space grid (nearest neighbour; uint8 0/1)."""
-    return sitk.Resample(
-        load_template().mask, model_space_grid(space), sitk.Transform(), sitk.sitkNearestNeighbor, 0
-    )

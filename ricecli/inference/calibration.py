@@ -9,8 +9,11 @@ A temperature keeps every member's vote; only how sure it sounds changes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from ricecli.spec import Calibration, Spec
 
@@ -22,19 +25,12 @@ def member_logits(member_probs: np.ndarray, floor: float = DEFAULT_FLOOR) -> np.
     return np.log(np.clip(np.asarray(member_probs, dtype=np.float64), floor, 1.0))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (shifted by the row maximum: no overflow)."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def calibrate_members(member_probs: np.ndarray, cal: Calibration | None) -> np.ndarray:
     """Each member's probabilities after its logits are divided by the temperature."""
     p = np.asarray(member_probs, dtype=np.float64)
     if cal is None:
         return p
-    return softmax(member_logits(p, cal.prob_floor) / cal.temperature)
+    return softmax(member_logits(p, cal.prob_floor) / cal.temperature, axis=-1)
 
 
 def prediction_set(p: np.ndarray, qhat: float, classes: tuple[str, ...]) -> list[str]:
@@ -90,83 +86,37 @@ def uncertainty(member_cal: np.ndarray, mean_cal: np.ndarray, cal: Calibration |
     return out
 
 
-def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
-    """Raw and calibrated probabilities plus uncertainty for one case, as plain JSON."""
+@dataclass(frozen=True)
+class Calibrated:
+    """The calibrated answer of one case: the ensemble mean (the one p every output shows),
+    each member's calibrated p, how it was calibrated, and how far to trust it."""
+
+    probabilities: dict[str, float]
+    members: list[dict[str, float]]
+    calibration: dict[str, Any]
+    uncertainty: dict[str, Any]
+
+
+def assess(probs: np.ndarray, members: np.ndarray, spec: Spec) -> Calibrated:
+    """Calibrated probabilities and uncertainty of one case from the engine's outputs
+    (`probs` [classes], `members` [M, classes]); without a calibration, the raw ones."""
     classes = tuple(spec.classes)
     cal = spec.calibration
-    raw = np.asarray(probs, dtype=np.float64)
     member_cal = calibrate_members(members, cal)
-    mean_cal = member_cal.mean(axis=0) if len(member_cal) else raw
+    mean_cal = member_cal.mean(axis=0) if len(member_cal) else np.asarray(probs, np.float64)
     calibrated = {c: float(v) for c, v in zip(classes, mean_cal, strict=True)}
     if not all(math.isfinite(v) for v in calibrated.values()):
         raise ValueError("calibrated probabilities are not finite")
-    return {
-        "probabilities": calibrated,
-        "probabilities_uncalibrated": {c: float(v) for c, v in zip(classes, raw, strict=True)},
-        "member_probabilities": [{c: float(v) for c, v in zip(classes, m, strict=True)}
-                                 for m in member_cal],
-        "calibration": {"applied": False, "method": "none",
-                        "note": "this model carries no calibration; probabilities are raw"}
+    return Calibrated(
+        probabilities=calibrated,
+        members=[{c: float(v) for c, v in zip(classes, m, strict=True)} for m in member_cal],
+        calibration={"applied": False, "method": "none",
+                     "note": "this model carries no calibration; probabilities are raw"}
         if cal is None else {"applied": True, "method": cal.method,
                              "temperature": float(cal.temperature),
                              "applies_to": "each member's logits, then the mean",
                              "fitted_on": cal.fitted_on, "n_cases": int(cal.n_cases)},
-        "uncertainty": uncertainty(member_cal, mean_cal, cal, classes),
-    }
-
-
-# --- hooks for the result record, the screen and batch's CSV ---------------------------------
-
-def apply_to_result(result: dict, probs: np.ndarray, members: np.ndarray, spec: Spec) -> dict:
-    """Put calibrated probabilities (label = their argmax), the uncalibrated ones (under that
-    name only), calibration and uncertainty into a record built by outputs.record.build_result;
-    each member row gets its calibrated probabilities too."""
-    record = assess(probs, members, spec)
-    classes = list(spec.classes)
-    result["probabilities"] = record["probabilities"]
-    result["probabilities_uncalibrated"] = record["probabilities_uncalibrated"]
-    if result.get("label") in classes:  # a QA refusal (no label) stays without one
-        result["label"] = max(classes, key=lambda c: record["probabilities"][c])
-        if spec.calibration is not None:
-            result["decision"] = ("argmax of the ensemble's mean calibrated probability "
-                                  "(temperature on each member)")
-    for row, cal in zip(result.get("members", []), record["member_probabilities"],
-                        strict=False):
-        row["probabilities_calibrated"] = cal
-    result["calibration"] = record["calibration"]
-    result["uncertainty"] = record["uncertainty"]
-    return result
-
-
-def summary_lines(result: dict) -> list[str]:
-    """Rich-markup lines for the on-screen summary: calibration, spread, uncertain flag.
-
-    Only calibrated numbers are shown: the uncalibrated p lives in the JSON and the SR alone.
-    """
-    cal, unc = result.get("calibration"), result.get("uncertainty")
-    if not cal or not unc:
-        return []
-    lines = [f"calibrated: temperature {cal['temperature']:.2f} on each member, fitted "
-             "out-of-fold" if cal.get("applied")
-             else "probabilities uncalibrated (this model carries no calibration)"]
-    lo, hi = (unc.get("member_range_p_recurrence") or [float("nan")] * 2)
-    spread = (f"members: SD of p(recurrence) {unc['member_sd_p_recurrence']:.3f} (range "
-              f"{lo:.3f}-{hi:.3f}), agreement {unc['agreement']:.0%}")
-    if "prediction_set" in unc:
-        spread += (f"; {unc['coverage']:.0%} prediction set "
-                   f"{{{', '.join(unc['prediction_set'])}}}")
-    lines.append(spread)
-    if unc["uncertain"]:
-        lines.append("[bold yellow]UNCERTAIN:[/] " + "; ".join(unc["reasons"]))
-    return lines
-
-
-def csv_fields(result: dict) -> dict:
-    """batch's extra CSV columns: uncertain (1/0) and the members' SD (calibrated p only)."""
-    unc = result.get("uncertainty") or {}
-    return {"uncertain": int(bool(unc.get("uncertain"))) if unc else "",
-            "member_sd": f"{unc['member_sd_p_recurrence']:.6f}"
-            if "member_sd_p_recurrence" in unc else ""}
+        uncertainty=uncertainty(member_cal, mean_cal, cal, classes))
 
 
 def calibrated_mean(probs: np.ndarray, members: np.ndarray, cal: Calibration | None

@@ -1,73 +1,143 @@
-"""ONNX Runtime on a GPU: which providers a device asks for, loading the CUDA libraries first,
-and every GPU failure as one line with its fix (exit 2) instead of a log."""
+"""ONNX Runtime's GPU providers: which ones a device asks for, their options (CUDA without TF32,
+TensorRT with an engine cache per model sha256), loading the CUDA libraries first, and every GPU
+failure as one line naming its fix (exit 2) instead of a log."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
+from ricecli.contract import INPUT_NAME
 from ricecli.errors import ModelError, RicenetError
-from ricecli.inference.cuda import CUDA_MAJOR, LIBS_FIX, NO_GPU_FIX, OOM_FIX
-from ricecli.inference.engine_cache import cache_root
-from ricecli.memo import Memo
-from ricecli.runtime import CPU_EP
+from ricecli.memo import process_cache
+from ricecli.runtime import CPU_EP, cache_root, import_onnxruntime
 
 CUDA_EP, TRT_EP = "CUDAExecutionProvider", "TensorrtExecutionProvider"
-# fp32 models compute in fp32 on the GPU too: ORT's CUDA provider allows TF32 in cuDNN/cuBLAS by
-# default, which moved member probabilities by up to 2.7e-4 from the CPU's on an H200
-# (benchmarks/results/gpu_h200_extra.json); without it they agree to ~1e-6.
+SHORT_NAMES = {CPU_EP: "cpu", CUDA_EP: "cuda", TRT_EP: "tensorrt"}  # engine names
+LABELS = {CPU_EP: "CPU", CUDA_EP: "CUDA", TRT_EP: "TensorRT"}  # how messages name them
+# fp32 models compute in fp32 on the GPU too: ORT's CUDA provider allows TF32 by default, which
+# moved member probabilities by up to 2.7e-4 from the CPU's on an H200; without it, 6.6e-7.
 CUDA_OPTIONS = {"use_tf32": "0"}
+CUDA_MAJOR = 13  # of the gpu/tensorrt extras: onnxruntime-gpu>=1.27, tensorrt-cu13
+OOM_FIX = ("close other programs on the GPU (nvidia-smi lists them), use a smaller --batch, "
+           "or use --device cpu")
+NO_GPU_FIX = ("check that nvidia-smi shows the GPU (driver loaded, CUDA_VISIBLE_DEVICES), "
+              "or use --device cpu")
+LIBS_FIX = (f"pip install 'ricecli[gpu]' (it brings the CUDA {CUDA_MAJOR} and cuDNN 9 runtime "
+            "wheels) or put a matching CUDA/cuDNN on LD_LIBRARY_PATH; or use --device cpu")
+TRT_FIX = f"pip install 'ricecli[tensorrt]' (TensorRT for CUDA {CUDA_MAJOR}), or use --device cuda"
 
 
-GPU_LIBRARIES: Memo[str, list[str]] = Memo(
-    "gpu-libraries", "the CUDA/cuDNN libraries ONNX Runtime could not preload: loading them "
-    "twice would only repeat the failure")
+def providers_for(device: str, available: Iterable[str]) -> list[str]:
+    """The providers to ask for: CPU for `cpu` (and for `auto` without CUDA); CUDA for `cuda`
+    and `auto`; ORT's TensorRT provider only for `tensorrt` (its first run builds engines for
+    minutes). CPU comes last: it runs what a GPU provider leaves."""
+    have = set(available)
+    if device == "cpu" or (device == "auto" and CUDA_EP not in have):
+        return [CPU_EP]
+    if device == "tensorrt":
+        return [TRT_EP, CUDA_EP, CPU_EP] if CUDA_EP in have else [TRT_EP, CPU_EP]
+    return [CUDA_EP, CPU_EP]
 
 
-def short_name(provider: str) -> str:
-    """How engine names name a provider: cpu, cuda, tensorrt."""
-    return {CPU_EP: "cpu", CUDA_EP: "cuda", TRT_EP: "tensorrt"}.get(provider, provider)
-
-
-def label(provider: str) -> str:
-    """How messages name a provider."""
-    return {CPU_EP: "CPU", CUDA_EP: "CUDA", TRT_EP: "TensorRT"}.get(provider, provider)
-
-
-def gpu_device() -> tuple[str, str] | None:
-    """(name, compute capability 'MAJOR.MINOR') of CUDA device 0 through the driver (no
-    torch), or None without a usable GPU."""
-    import ctypes
-
-    for lib in ("libcuda.so.1", "nvcuda.dll", "libcuda.dylib"):
-        try:
-            cuda = ctypes.CDLL(lib)
-            break
-        except OSError:
-            continue
-    else:
-        return None
+def engine_cache_dir(model_sha256: str) -> Path:
+    """The TensorRT provider's engine folder for one model, created with its parents (ORT makes
+    only the last level). Keyed by the model's bytes: ORT names its engines by graph and node
+    names (and the GPU's compute capability), so a retrained model would reuse a stale one."""
+    folder = cache_root() / "ort-trt" / model_sha256
     try:
-        dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(dev), 0) != 0:
-            return None
-        name = ctypes.create_string_buffer(256)
-        cuda.cuDeviceGetName(name, 256, dev)
-        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
-        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
-    except (AttributeError, OSError):
-        return None
-    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RicenetError(f"cannot create the engine cache folder ({err.strerror})", folder,
+                           fix="set RICENET_CACHE to a writable folder") from None
+    return folder
 
 
-def gpu_identity() -> str | None:
-    """'NAME-smMAJOR.MINOR' of CUDA device 0 (it keys engine caches), or None."""
-    device = gpu_device()
-    return None if device is None else f"{device[0]}-sm{device[1]}"
+def trt_options(cache_dir: Path, chw: tuple[int, ...], max_batch: int,
+                opt_batch: int) -> dict[str, str]:
+    """TensorRT provider options: engines and timing cache kept in `cache_dir`; fp32; explicit
+    batch profiles 1..max_batch (optimum opt_batch) so one engine serves every batch size.
+    chw: the input's (C, D, H, W); empty for a graph with a fixed batch (no profile)."""
+    opts = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
+            "trt_fp16_enable": "False"}
+    if not chw:
+        return opts
+    shape = "x".join(map(str, chw))
+    for key, batch in (("min", 1), ("opt", min(max_batch, opt_batch)), ("max", max_batch)):
+        opts[f"trt_profile_{key}_shapes"] = f"{INPUT_NAME}:{batch}x{shape}"
+    return opts
 
 
-# --- GPU failures from ONNX Runtime: one line with a fix ------------------------------------
+@contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on an engine cache folder while a session opens: ORT writes engine
+    files in place, so a second process waits for the first to finish building them."""
+    import fcntl
+
+    with open(folder / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@process_cache(maxsize=1)
+def preload_gpu_libraries() -> tuple[str, ...]:
+    """Load CUDA and cuDNN from the nvidia-* wheels before the first GPU session (ORT's
+    preload_dlls; torch does it on import, ricecli is torch-free), and TensorRT's libraries when
+    its package is there. preload_dlls prints on stdout, so its lines are caught; returns the
+    libraries it could not load (once per process)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    ort = import_onnxruntime()
+    said = io.StringIO()
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(said):
+            try:
+                ort.preload_dlls()
+            except Exception as err:  # noqa: BLE001 - a bad install is told, not raised
+                print(f"Failed to load CUDA libraries: {err}", file=said)
+    if importlib.util.find_spec("tensorrt") is not None:
+        import tensorrt  # noqa: F401 - loads libnvinfer, which ORT's TensorRT provider finds
+    return tuple(missing_libraries(said.getvalue()))
+
+
+def missing_libraries(text: str) -> list[str]:
+    """Library names from preload_dlls' 'Failed to load NAME: reason' lines."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("Failed to load "):
+            names.add(Path(line[len("Failed to load "):].split(": ")[0].strip()).name)
+    return sorted(names)
+
+
+def not_loaded(provider: str, missing: Iterable[str], builds: list[str]) -> tuple[str, str]:
+    """(problem, fix) when ONNX Runtime started without the GPU provider it was asked for: it
+    skips a provider whose libraries do not load and says so only in its log."""
+    head = f"onnxruntime did not load its {LABELS.get(provider, provider)} provider"
+    missing = list(missing)
+    if len(builds) > 1:
+        return (f"{head}: {' and '.join(builds)} are both installed and overwrite each other's "
+                "files", "pip uninstall -y " + " ".join(builds) + ", then pip install "
+                "'ricecli[gpu]'")
+    if missing:
+        return f"{head}: CUDA libraries not found ({', '.join(missing[:4])})", LIBS_FIX
+    if provider == TRT_EP:
+        return (f"{head} (TensorRT libraries missing or of another major version than this "
+                "onnxruntime-gpu expects)", TRT_FIX)
+    return (f"{head} (no usable NVIDIA GPU, or its CUDA/cuDNN libraries did not load)",
+            "check that nvidia-smi shows the GPU and that 'ricecli[gpu]' is installed (it "
+            "brings the CUDA libraries), or use --device cpu")
+
+
+class ProviderError(RicenetError):
+    """An ONNX Runtime GPU provider failed to start (kept apart so `auto` can fall back)."""
+
 
 _GPU_FAILURES = (
     ("out of memory", ("out of memory", "cudaerrormemoryallocation", "failed to allocate memory",
@@ -97,8 +167,7 @@ def gpu_error(text: str, path: Path | str | None = None) -> RicenetError | None:
         return RicenetError(f"no usable NVIDIA GPU ({detail})", path, fix=NO_GPU_FIX)
     if kind == "TensorRT missing":
         return RicenetError(f"TensorRT is not installed or not found ({detail})", path,
-                            fix=f"pip install 'ricecli[tensorrt]' (TensorRT for CUDA {CUDA_MAJOR}),"
-                            " or use --device cuda")
+                            fix=TRT_FIX)
     if kind == "CUDA libraries":
         return RicenetError(f"CUDA libraries not found ({detail})", path, fix=LIBS_FIX)
     if kind == "engine mismatch":
@@ -114,10 +183,6 @@ def _first_clause(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-class ProviderError(RicenetError):
-    """An ONNX Runtime GPU provider failed to start (kept apart so `auto` can fall back)."""
-
-
 def provider_error(text: str, wanted: list[str], path: Path | str) -> RicenetError:
     """The error for a session that ONNX Runtime could not create on `wanted` providers."""
     if wanted[0] == CPU_EP:
@@ -126,79 +191,7 @@ def provider_error(text: str, wanted: list[str], path: Path | str) -> RicenetErr
     known = gpu_error(text, path)
     if known is not None:
         return ProviderError(known.problem, known.path, fix=known.fix)
-    return ProviderError(f"onnxruntime could not start its {label(wanted[0])} provider "
+    return ProviderError(f"onnxruntime could not start its {LABELS[wanted[0]]} provider "
                          f"({_first_clause(text)})", path, fix="check nvidia-smi and the "
                          "CUDA/cuDNN install, or use --device cpu")
 
-
-def providers_for(device: str, available: Iterable[str]) -> list[str]:
-    """The ONNX Runtime providers to ask for: CPU for `cpu` (and for `auto` on a CPU build);
-    CUDA for `cuda` and `auto`; ORT's TensorRT provider only for `tensorrt` (its first run
-    builds engines for minutes). CPU comes last: it runs what a GPU provider leaves."""
-    have = set(available)
-    if device == "cpu" or (device == "auto" and CUDA_EP not in have):
-        return [CPU_EP]
-    if device == "tensorrt":
-        return [TRT_EP, CUDA_EP, CPU_EP] if CUDA_EP in have else [TRT_EP, CPU_EP]
-    return [CUDA_EP, CPU_EP]
-
-
-def preload_gpu_libraries(ort: ModuleType, tensorrt: bool = False) -> list[str]:
-    """Load CUDA and cuDNN from the nvidia-* wheels before the first GPU session (ORT's
-    preload_dlls: torch does it on import, ricecli is torch-free) and, for ORT's TensorRT
-    provider, TensorRT's libraries. preload_dlls prints on stdout, so its lines are caught;
-    returns the libraries it could not load (once per process)."""
-    missing = GPU_LIBRARIES.get("missing", lambda: _preload_dlls(ort))
-    if tensorrt:
-        try:  # its package loads libnvinfer, which ORT's TensorRT provider then finds
-            import tensorrt as _trt  # noqa: F401
-        except ImportError:
-            pass
-    return list(missing)
-
-
-def _preload_dlls(ort: ModuleType) -> list[str]:
-    import contextlib
-    import io
-
-    said = io.StringIO()
-    if hasattr(ort, "preload_dlls"):
-        with contextlib.redirect_stdout(said):
-            try:
-                ort.preload_dlls()
-            except Exception as err:  # noqa: BLE001 - a bad install is told, not raised
-                print(f"Failed to load CUDA libraries: {err}", file=said)
-    return missing_libraries(said.getvalue())
-
-
-def missing_libraries(text: str) -> list[str]:
-    """Library names from preload_dlls' 'Failed to load NAME: reason' lines."""
-    names = set()
-    for line in text.splitlines():
-        if line.startswith("Failed to load "):
-            rest = line[len("Failed to load "):]
-            names.add(Path(rest.split(": ")[0].strip()).name)
-    return sorted(names)
-
-
-def not_loaded(provider: str, device: str, missing: list[str], builds: list[str],
-               gpu: str | None) -> tuple[str, str]:
-    """(problem, fix) when ONNX Runtime started without the GPU provider it was asked for:
-    it skips a provider whose libraries do not load and says so only in its log."""
-    what = label(provider)
-    if len(builds) > 1:
-        return (f"onnxruntime did not load its {what} provider: {' and '.join(builds)} are "
-                "both installed and overwrite each other's files",
-                "pip uninstall -y " + " ".join(builds) + ", then pip install 'ricecli[gpu]'")
-    if missing:
-        return (f"onnxruntime did not load its {what} provider: CUDA libraries not found "
-                f"({', '.join(missing[:4])})", LIBS_FIX)
-    if gpu is None:
-        return f"onnxruntime did not load its {what} provider: no NVIDIA GPU found", NO_GPU_FIX
-    if provider == TRT_EP:
-        return (f"onnxruntime did not load its TensorRT provider on {gpu} (TensorRT libraries "
-                "missing or of another major version than this onnxruntime-gpu expects)",
-                f"pip install 'ricecli[tensorrt]' (TensorRT for CUDA {CUDA_MAJOR}), or use "
-                "--device cuda")
-    return (f"onnxruntime did not load its {what} provider on {gpu} (its CUDA or cuDNN "
-            "libraries did not load)", LIBS_FIX if device != "auto" else NO_GPU_FIX)

@@ -1,26 +1,16 @@
-"""Find and load a ricenet model: an ONNX file (spec + card in its metadata_props) or a
-TensorRT `.engine` with its JSON sidecar, both checked against contract.py. Nothing about
-preprocessing is hard-coded here: it all comes from the spec the model carries."""
+"""Find and load a ricenet ONNX model: the spec and card in its metadata_props, checked against
+contract.py. Nothing about preprocessing is hard-coded here: it all comes from the model's spec."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ricecli.contract import (
-    CARD_KEY,
-    ENGINE_SUFFIXES,
-    SPEC_KEY,
-    check_io,
-    parse_card,
-    parse_spec,
-    read_sidecar,
-    sidecar_path,
-)
+from ricecli.contract import CARD_KEY, SPEC_KEY, check_io, parse_card, parse_spec
 from ricecli.errors import ModelError
-from ricecli.memo import Memo
+from ricecli.memo import process_cache
 from ricecli.runtime import CPU_EP, import_onnxruntime, session_options
 from ricecli.spec import Spec
 
@@ -35,21 +25,18 @@ class LoadedModel:
     sha256: str
     name: str
     version: str
-    format: str = "onnx"  # "onnx" or "tensorrt"
     members: int | None = None  # ensemble size when the graph or card says it
     fixed_batch: int | None = None  # the batch size when the graph fixes it
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    format: ClassVar[str] = "onnx"  # the only one; results record it
+
+    def __hash__(self) -> int:
+        """A file version is one model (engines are cached per model and device)."""
+        return hash((self.path, self.sha256))
 
     def summary(self) -> dict[str, str]:
         """Name, version and hash: what a result must record to be reproducible."""
         return {"name": self.name, "version": self.version, "sha256": self.sha256,
                 "path": str(self.path), "format": self.format}
-
-
-ModelKey = tuple[Path, tuple[tuple[int, int], ...]]  # resolved path, (mtime_ns, size) per file
-MODELS: Memo[ModelKey, LoadedModel] = Memo(
-    "models", "a model's spec, card and sha256 per file version (path, mtime, size): loading "
-    "opens an ONNX session and hashes the file", limit=8)
 
 
 def default_model_path() -> Path:
@@ -64,14 +51,13 @@ def resolve_model_path(path: str | Path | None) -> Path:
         if not default.is_file():
             raise ModelError(
                 "no model given and no default model is shipped with this ricecli",
-                fix="pass --model PATH to a ricenet ONNX model (made by export/to_onnx.py) "
-                "or a TensorRT .engine with its .json sidecar",
+                fix="pass --model PATH to a ricenet ONNX model (made by export/to_onnx.py)",
             )
         return default
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelError("model file not found", path,
-                         fix="check the --model path (a ricenet .onnx or .engine file)")
+                         fix="check the --model path (a ricenet .onnx file)")
     if path.is_dir():
         raise ModelError("model path is a folder, not a model file", path,
                          fix="pass the .onnx file itself")
@@ -89,22 +75,14 @@ def file_sha256(path: Path) -> str:
 
 def load_model(path: str | Path | None = None) -> LoadedModel:
     """Load the spec and card of a model (default: the shipped one) and check its I/O; once
-    per file version and process (caches.MODELS)."""
+    per file version (path, mtime, size) and process."""
     path = resolve_model_path(path).resolve()
-    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size)
-                  for p in (path, sidecar_path(path)) if p.is_file())
-    if path.suffix.lower() in ENGINE_SUFFIXES:
-        return MODELS.get((path, stamp), lambda: _load_engine(path))
-    return MODELS.get((path, stamp), lambda: _load_onnx(path))
+    stat = path.stat()
+    return _load(path, stat.st_mtime_ns, stat.st_size)
 
 
-def _card_identity(card: dict[str, Any], path: Path) -> tuple[str, str]:
-    name = str(card.get("name") or path.stem)
-    version = str(card.get("version") or "unversioned")
-    return name, version
-
-
-def _load_onnx(path: Path) -> LoadedModel:
+@process_cache(maxsize=8)
+def _load(path: Path, mtime_ns: int, size: int) -> LoadedModel:
     ort = import_onnxruntime()  # a missing ORT is a one-line exit 2
     try:
         session = ort.InferenceSession(str(path), session_options(optimize=False),
@@ -123,10 +101,10 @@ def _load_onnx(path: Path) -> LoadedModel:
     inputs = [(i.name, i.shape) for i in session.get_inputs()]
     outputs = [(o.name, o.shape) for o in session.get_outputs()]
     members, fixed_batch = check_io(spec, inputs, outputs, path)
-    name, version = _card_identity(card, path)
-    return LoadedModel(path=path, spec=spec, card=card, sha256=file_sha256(path), name=name,
-                       version=version, format="onnx", members=members or card_members(card),
-                       fixed_batch=fixed_batch)
+    return LoadedModel(path=path, spec=spec, card=card, sha256=file_sha256(path),
+                       name=str(card.get("name") or path.stem),
+                       version=str(card.get("version") or "unversioned"),
+                       members=members or card_members(card), fixed_batch=fixed_batch)
 
 
 def card_members(card: dict[str, Any]) -> int | None:
@@ -137,12 +115,3 @@ def card_members(card: dict[str, Any]) -> int | None:
     if isinstance(m, list):
         return len(m)
     return None
-
-
-def _load_engine(path: Path) -> LoadedModel:
-    sha = file_sha256(path)
-    spec, card, extra = read_sidecar(path, sha)
-    name, version = _card_identity(card, path)
-    return LoadedModel(path=path, spec=spec, card=card, sha256=sha, name=name,
-                       version=version, format="tensorrt", members=card_members(card),
-                       extra=extra)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,16 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ""}
 FACT_TAGS = ("Modality", "PatientID", "StudyDate", "StudyTime", "SeriesDate", "SeriesTime",
              "AcquisitionDate", "AcquisitionTime", "SeriesInstanceUID", "StudyInstanceUID")
 FACT_PREFIX = "ricenet:"
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A scan as read: the image (header facts on its metadata, see `tag_image`) and, for a
+    DICOM series, its slices' headers (no pixels) in stacking order, which --dicom-out
+    references (read once, here)."""
+
+    image: sitk.Image
+    series: tuple[pydicom.Dataset, ...] = ()
 
 
 def note(notes: list[str] | None, text: str) -> None:

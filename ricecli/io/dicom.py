@@ -17,6 +17,7 @@ from ricecli.errors import InputError
 from ricecli.io.base import (
     FORMATS_FIX,
     READ_ERRORS,
+    Scan,
     check_dicom_geometry,
     dicom_facts,
     is_dicom_file,
@@ -29,7 +30,7 @@ from ricecli.io.base import (
 NOT_IMAGE_MODALITIES = {"RTDOSE", "RTPLAN", "RTSTRUCT", "RTRECORD", "SR", "PR", "REG", "SEG", "KO"}
 
 
-def read_dicom_file(path: Path, notes: list[str] | None, what: str) -> sitk.Image:
+def read_dicom_file(path: Path, notes: list[str] | None, what: str) -> Scan:
     """One DICOM file: refuse non-images (RTDOSE/RTPLAN); an image slice -> its whole series."""
     try:
         ds = read_header(path)
@@ -47,12 +48,12 @@ def read_dicom_file(path: Path, notes: list[str] | None, what: str) -> sitk.Imag
         )
     uid = str(ds.get("SeriesInstanceUID", ""))
     try:
-        image = read_dicom_series(path.parent, notes, series_uid=uid)
+        scan = read_dicom_series(path.parent, notes, series_uid=uid)
     except InputError as err:  # name the file the user gave, not only its folder
         raise InputError(f"its series in {path.parent}: {err.problem}", path, fix=err.fix) \
             from None
     note(notes, f"{path.name}: read its whole series from {path.parent}")
-    return image
+    return scan
 
 
 def _headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
@@ -84,7 +85,7 @@ def _series_key(ds: pydicom.Dataset) -> tuple | None:
 
 def read_dicom_series(
     folder: Path, notes: list[str] | None = None, series_uid: str | None = None
-) -> sitk.Image:
+) -> Scan:
     """The series with the most slices in a folder, sorted along the slice normal."""
     headers = _headers(folder)
     if not headers:
@@ -113,7 +114,7 @@ def read_dicom_series(
     return _stack(folder, slices, notes)
 
 
-def _stack(folder: Path, slices: list, notes: list[str] | None) -> sitk.Image:
+def _stack(folder: Path, slices: list, notes: list[str] | None) -> Scan:
     """Sort slices along row x column, check the stack, read pixels, regularise uneven gaps."""
     ds0 = slices[0][1]
     iop = np.asarray([float(v) for v in ds0.ImageOrientationPatient])
@@ -155,7 +156,7 @@ def _stack(folder: Path, slices: list, notes: list[str] | None) -> sitk.Image:
     image.SetSpacing((ps[1], ps[0], step))
     image.SetOrigin(tuple(float(v) for v in ipp[0]))
     image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
-    return tag_image(image, dicom_facts(ds0))
+    return Scan(tag_image(image, dicom_facts(ds0)), tuple(ds for _, ds in slices))
 
 
 def _slice_pixels(path: Path, folder: Path) -> np.ndarray:

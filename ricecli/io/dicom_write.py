@@ -16,13 +16,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -83,48 +77,6 @@ def _int16_rescale(values: np.ndarray) -> tuple[float, float]:
         return 1.0, 0.0
     slope = (hi - lo) / 65534.0 if hi > lo else 1.0
     return slope, lo + 32767.0 * slope
-
-
-def _packbits(data: bytes) -> bytes:
-    """PackBits (a DICOM RLE segment): replicate runs of >= 3 bytes, literal runs otherwise."""
-    arr = np.frombuffer(data, np.uint8)
-    starts = np.flatnonzero(np.r_[True, arr[1:] != arr[:-1]])
-    lengths = np.diff(np.r_[starts, arr.size])
-    out, literal = bytearray(), bytearray()
-
-    def flush() -> None:
-        for i in range(0, len(literal), 128):
-            chunk = literal[i : i + 128]
-            out.append(len(chunk) - 1)
-            out.extend(chunk)
-        literal.clear()
-
-    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
-        if length < 3:
-            literal.extend(data[start : start + length])
-            continue
-        flush()
-        while length > 0:
-            n = min(length, 128)
-            out.extend((257 - n, data[start]))
-            length -= n
-    flush()
-    return bytes(out) + (b"\x00" if len(out) % 2 else b"")
-
-
-def _rle_frame(frame: np.ndarray) -> bytes:
-    """One DICOM RLE Lossless frame: a 64-byte header, then one segment per byte, MSB first."""
-    as_bytes = frame.astype(frame.dtype.newbyteorder(">")).view(np.uint8)
-    width = frame.dtype.itemsize
-    segments = [_packbits(as_bytes.reshape(-1, width)[:, i].tobytes()) for i in range(width)]
-    offsets, pos = [], 64
-    for seg in segments:
-        offsets.append(pos)
-        pos += len(seg)
-    header = np.zeros(16, "<u4")
-    header[0] = width
-    header[1 : 1 + width] = offsets
-    return header.tobytes() + b"".join(segments)
 
 
 def write_mr_series(
@@ -194,7 +146,6 @@ def write_rtdose(
     units: str = "GY",
     frame_of_reference_uid: str | None = None,
     big_endian: bool = False,
-    rle: bool = False,
     bits: int = 32,
     study_uid: str | None = None,
     sop_uid: str | None = None,
@@ -208,8 +159,6 @@ def write_rtdose(
         raise ValueError("write_rtdose needs a 3D scalar image")
     if bits not in (16, 32):
         raise ValueError("bits must be 16 or 32")
-    if big_endian and rle:
-        raise ValueError("choose big_endian or rle, not both")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     row, col, normal, third = _axes(dose_gy)
@@ -249,11 +198,7 @@ def write_rtdose(
     ds.DoseGridScaling = _ds(scaling)
     for keyword, value in (headers or {}).items():
         setattr(ds, keyword, value)
-    if rle:
-        ds.file_meta.TransferSyntaxUID = RLELossless
-        ds.PixelData = encapsulate([_rle_frame(frame) for frame in stored])
-        ds["PixelData"].VR = "OB"
-    elif big_endian:
+    if big_endian:
         ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
         ds.PixelData = stored.astype(stored.dtype.newbyteorder(">")).tobytes()
         ds["PixelData"].VR = "OW"

@@ -14,8 +14,7 @@ from ricecli.errors import DoseError, InputError
 from ricecli.io.base import existing_path, image_facts, is_dicom_file, note, tag_image
 from ricecli.io.rtdose import read_rtdose, rtdose_factor, single_rtdose
 from ricecli.io.volume import read_volume
-
-MAX_PLAUSIBLE_GY = 150.0
+from ricecli.qa import LIMITS
 
 
 def read_dose(
@@ -40,7 +39,7 @@ def read_dose(
         factor = rtdose_factor(ds, path, unit_key, fractions, relative_scale_gy, notes)
         hint = "check the planning-system export and --dose-fractions"
     else:
-        image = read_volume(path, notes, what="a dose")
+        image = read_volume(path, notes, what="a dose").image
         factor = 0.01 if unit_key == "cgy" else 1.0
         if fractions is not None:
             factor *= fractions
@@ -65,7 +64,7 @@ def _checked(dose: sitk.Image, path: Path, hint: str, notes: list[str] | None) -
                             path, fix="give an absolute dose map in Gy (not a difference or "
                             "an inverted map)")
         raise DoseError("dose is zero everywhere", path, fix="give the plan's dose distribution")
-    if hi > MAX_PLAUSIBLE_GY:
+    if hi > LIMITS.max_plausible_dose_gy:
         looks = "looks like cGy" if "cGy" in hint else "is implausible"
         raise DoseError(f"maximum dose {hi:.1f} Gy {looks}", path, fix=hint)
     if lo < 0:

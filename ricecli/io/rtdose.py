@@ -58,15 +58,6 @@ class DoseGeometry:
         gaps = np.diff(np.sort(self.offsets))
         return float(np.median(gaps)) if gaps.size else float(min(self.pixel_spacing))
 
-    def stored_to_world(self, column: float, row: float, frame: int) -> np.ndarray:
-        """LPS mm of a voxel addressed as stored in the file (column, row, frame index)."""
-        return (
-            self.ipp
-            + column * self.pixel_spacing[0] * self.row
-            + row * self.pixel_spacing[1] * self.col
-            + self.offsets[frame] * self.normal
-        )
-
     def reference(self) -> sitk.Image:
         """An empty (uint8 zeros) image on the regular grid the dose is returned on."""
         first = float(np.min(self.offsets))

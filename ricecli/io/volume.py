@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from ricecli.errors import InputError
 from ricecli.io.base import (
     FORMATS_FIX,
+    Scan,
     check_geometry,
     existing_path,
     image_facts,
@@ -27,21 +28,27 @@ from ricecli.io.base import (
 )
 from ricecli.io.dicom import read_dicom_file, read_dicom_series
 
-__all__ = ["read_mr", "read_mask", "read_volume", "geometry_summary"]
+__all__ = ["read_mr", "read_scan", "read_mask", "read_volume", "geometry_summary"]
 
 
 def read_mr(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
-    """A validated 3D scalar float32 MR image in LPS world geometry; `notes` gets what was done."""
+    """The image of `read_scan`, for callers that need no DICOM headers."""
+    return read_scan(path, notes).image
+
+
+def read_scan(path: str | Path, notes: list[str] | None = None) -> Scan:
+    """A validated 3D scalar float32 MR image in LPS world geometry, with its DICOM series'
+    headers when it is one; `notes` gets what was done."""
     path = existing_path(path)
-    image = read_volume(path, notes, what="an MR image")
-    check_values(image, path)
-    return image
+    scan = read_volume(path, notes, what="an MR image")
+    check_values(scan.image, path)
+    return scan
 
 
 def read_mask(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
     """A 3D binary mask (uint8, 0/1): every voxel above zero is inside."""
     path = existing_path(path)
-    image = read_volume(path, notes, what="a mask")
+    image = read_volume(path, notes, what="a mask").image
     values = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(values).all():
         raise InputError("mask holds NaN or infinite values", path, fix="give a 0/1 mask")
@@ -53,20 +60,20 @@ def read_mask(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
     return mask
 
 
-def read_volume(path: Path, notes: list[str] | None = None, what: str = "an image") -> sitk.Image:
+def read_volume(path: Path, notes: list[str] | None = None, what: str = "an image") -> Scan:
     """Any supported 3D scalar volume as float32 (shape checks only, values unchecked)."""
     if path.is_dir():
-        image = read_dicom_series(path, notes)
+        scan = read_dicom_series(path, notes)
     elif is_dicom_file(path):
-        image = read_dicom_file(path, notes, what)
+        scan = read_dicom_file(path, notes, what)
     else:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_payload(path)
-        image = _read_image_file(path)
-    facts = image_facts(image)  # DICOM header facts for the gate survive the checks below
-    image = check_shape(image, path, notes)
+        scan = Scan(_read_image_file(path))
+    facts = image_facts(scan.image)  # DICOM header facts for the gate survive the checks below
+    image = check_shape(scan.image, path, notes)
     check_geometry(image, path)
-    return tag_image(image, facts)
+    return Scan(tag_image(image, facts), scan.series)
 
 
 def _read_image_file(path: Path) -> sitk.Image:

@@ -17,10 +17,11 @@ copy; other cases written into the same folder keep theirs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import pydicom
 import SimpleITK as sitk
 
 from ricecli.errors import InputError, OutputError
@@ -28,7 +29,6 @@ from ricecli.outputs.dicom_header import clean_series
 from ricecli.outputs.dicom_series import (
     NOT_DICOM,
     NOT_DICOM_FIX,
-    event_series,
     highdicom,
     looks_dicom,
     save_atomic,
@@ -67,7 +67,7 @@ def check_dicom_out(out_dir: Path | None, event: str | Path, inputs: list[Path])
     if out.exists() and not out.is_dir():
         raise OutputError("--dicom-out is a file", out_dir, fix="give a folder")
     # a DICOM file or a folder; not every header read here: the case's reader reads the series
-    # (refusing a folder without one) before the slow part, write_dicom_outputs once more
+    # (refusing a folder without one) before the slow part, and hands its headers on (Scan)
     if not (event.is_dir() or is_dicom_file(event)):
         raise InputError(NOT_DICOM, event, fix=NOT_DICOM_FIX)
     highdicom()
@@ -93,15 +93,19 @@ def check_batch_dicom_out(out_dir: Path | None, cases: Iterable[CaseWithEvent]) 
     highdicom()
 
 
-def write_dicom_outputs(out_dir: Path, result: dict[str, Any], event: Path,
+def write_dicom_outputs(out_dir: Path, result: dict[str, Any],
+                        event_series: Sequence[pydicom.Dataset],
                         occlusion: sitk.Image | None = None,
                         target: str = "recurrence") -> list[Path]:
-    """Write the SR (and the occlusion Parametric Map when given) into out_dir; nothing when
-    the result has no label (QA refused the case). Header values the event series holds
-    outside their VR are made valid first; the record's `dicom_header_notes` says how."""
+    """Write the SR (and the occlusion Parametric Map when given) into out_dir, referencing
+    `event_series` (the event Scan's headers); nothing when the result has no label (QA refused
+    the case). Header values the event series holds outside their VR are made valid first; the
+    record's `dicom_header_notes` says how."""
     if result.get("label") is None:
         return []
-    series, notes = clean_series(event_series(event))
+    if not event_series:
+        raise InputError(NOT_DICOM, result.get("inputs", {}).get("event"), fix=NOT_DICOM_FIX)
+    series, notes = clean_series(list(event_series))
     result["dicom_header_notes"] = notes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

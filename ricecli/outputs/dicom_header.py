@@ -10,7 +10,6 @@ certain, emptied (type 2) or removed otherwise. Names and identifiers are never 
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 import warnings
 from collections.abc import Callable
@@ -22,6 +21,8 @@ from pydicom.datadict import dictionary_has_tag, dictionary_VM
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.valuerep import MAX_VALUE_LEN, validate_value
+
+from ricecli.outputs.dicom_series import uid
 
 # 0008 SOP/study, 0010 patient, 0012 clinical trial, 0020 study/series ids, 0032 study
 GROUPS = {0x0008, 0x0010, 0x0012, 0x0020, 0x0032}
@@ -61,15 +62,9 @@ def clean_dataset(ds: pydicom.Dataset, notes: dict[str, None]) -> pydicom.Datase
         if keyword not in out:
             setattr(out, keyword, "")
     if not out.get("StudyInstanceUID"):
-        out.StudyInstanceUID = derived_uid("study", str(out.get("SeriesInstanceUID", "")))
+        out.StudyInstanceUID = uid("header", "study", str(out.get("SeriesInstanceUID", "")))
         notes["StudyInstanceUID is missing: replaced by a UID derived from the series"] = None
     return out
-
-
-def derived_uid(*parts: str) -> str:
-    """A valid 2.25 UID derived from `parts` (the same bad UID always maps to the same one)."""
-    blob = "\\".join(["ricenet-header", *parts]).encode("utf-8", "replace")
-    return f"2.25.{int(hashlib.sha256(blob).hexdigest()[:32], 16)}"
 
 
 def _clean_charset(ds: pydicom.Dataset, notes: dict[str, None]) -> None:
@@ -141,7 +136,7 @@ def _drop(ds: pydicom.Dataset, elem: DataElement, why: str, notes: dict[str, Non
     keyword = elem.keyword or str(elem.tag)
     if keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                    "FrameOfReferenceUID"):
-        setattr(ds, keyword, derived_uid(keyword, str(elem.value)))
+        setattr(ds, keyword, uid("header", keyword, str(elem.value)))  # same bad UID, same UID
         notes[f"{keyword} {why}: replaced by a valid UID derived from it (a PACS will not "
               "link the result to the original object by this UID)"] = None
         return

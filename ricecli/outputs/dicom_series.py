@@ -1,23 +1,21 @@
-"""What the DICOM results share: the event series they reference, name-based UIDs, highdicom.
+"""What the DICOM results share: name-based UIDs, highdicom, atomic saving.
 
-`event_series` finds the event scan's slices as ricecli's reader stacks them; `uid` derives a
-UID from the inputs and the answer, so that a re-run replaces an object instead of copying it.
+`uid` derives a UID from the inputs and the answer, so that a re-run replaces an object instead
+of copying it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pydicom
 
 from ricecli import __version__
 from ricecli.errors import InputError
+from ricecli.io.base import DICOM_SUFFIXES
 
 if TYPE_CHECKING:
     from highdicom.sr import CodedConcept
@@ -49,46 +47,14 @@ def code(value: str, meaning: str) -> CodedConcept:
 
 
 def uid(*parts: object) -> str:
-    """A 2.25 UID from the first 128 bits of a SHA-256 of `parts` (name-based, like UUIDv5)."""
-    blob = json.dumps(["ricenet", __version__, *parts], sort_keys=True, default=str).encode()
-    return f"2.25.{int(hashlib.sha256(blob).hexdigest()[:32], 16)}"
+    """A UID named by `parts` (pydicom's root and a SHA-512 of them): same parts, same UID."""
+    name = json.dumps(["ricenet", __version__, *parts], sort_keys=True, default=str)
+    return str(pydicom.uid.generate_uid(entropy_srcs=[name]))
 
 
 def looks_dicom(event: Path) -> bool:
     """A folder, or a file whose suffix DICOM files use (cheap check before any reading)."""
-    return event.is_dir() or event.suffix.lower() in (".dcm", ".dicom", ".ima", "")
-
-
-def event_series(event: Path) -> list[pydicom.Dataset]:
-    """Headers of the event scan's DICOM slices, in the order the reader stacks them.
-
-    A folder: the series with the most slices (as ricecli.io.dicom picks it); a file: its
-    series. InputError (exit 2) when the event scan is not DICOM."""
-    from ricecli.io.dicom import _headers, _series_key, is_dicom_file, read_header
-
-    event = Path(event)
-    series_uid = None
-    if event.is_file() and is_dicom_file(event):
-        series_uid = str(read_header(event).get("SeriesInstanceUID", ""))
-        folder = event.parent
-    elif event.is_dir():
-        folder = event
-    else:
-        raise InputError(NOT_DICOM, event, fix=NOT_DICOM_FIX)
-    groups: dict[tuple, list[pydicom.Dataset]] = defaultdict(list)
-    for _, ds in _headers(folder):
-        key = _series_key(ds)
-        if key is not None and (series_uid is None or key[0] == series_uid):
-            groups[key].append(ds)
-    if not groups:
-        raise InputError("holds no DICOM image series for --dicom-out to reference", event,
-                         fix="give the event T1c as a DICOM series folder, or leave out "
-                         "--dicom-out")
-    key, slices = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0][0]))
-    iop = np.asarray([float(v) for v in slices[0].ImageOrientationPatient])
-    normal = np.cross(iop[:3], iop[3:])
-    return sorted(slices, key=lambda ds: float(np.dot(
-        [float(v) for v in ds.ImagePositionPatient], normal)))
+    return event.is_dir() or event.suffix.lower() in DICOM_SUFFIXES
 
 
 def save_atomic(ds: pydicom.Dataset, path: Path) -> Path:

@@ -22,14 +22,6 @@ if TYPE_CHECKING:
 CLASSIFICATION = ("RN100", "Lesion classification (recurrence vs RICE)")
 
 
-def qa_verdict(result: dict[str, Any]) -> tuple[str, list[str]]:
-    """The QA verdict and its reasons from the result record ('not assessed' if absent)."""
-    qa = result.get("qa") or {}
-    verdict = qa.get("verdict") if isinstance(qa, dict) else None
-    reasons = qa.get("reasons") if isinstance(qa, dict) else None
-    return (str(verdict) if verdict else "not assessed"), [str(r) for r in (reasons or [])]
-
-
 def build_sr(result: dict[str, Any], series: list[pydicom.Dataset]) -> Comprehensive3DSR:
     """The Comprehensive 3D SR (TID 1500) of one classification result; `series`: headers
     cleaned by outputs.dicom_header.clean_series (as write_dicom_outputs does, once)."""
@@ -54,7 +46,7 @@ def build_sr(result: dict[str, Any], series: list[pydicom.Dataset]) -> Comprehen
     probs = result["probabilities"]
     raw = result.get("probabilities_uncalibrated", probs)
     unc = result.get("uncertainty") or {}
-    verdict, _ = qa_verdict(result)
+    verdict = str((result.get("qa") or {}).get("verdict") or "not assessed")
     key = [series[0].SeriesInstanceUID, model["sha256"], result["label"],
            round(float(probs["recurrence"]), 9), verdict, bool(unc.get("uncertain"))]
     finding = codes.DCM.RecurrentMalignancy if result["label"] == "recurrence" else code(

@@ -1,19 +1,16 @@
-"""The result record of one classified case: label, probabilities, votes, QA, timings, model.
-
-Plain JSON (`to_json`), the same record for `ricecli classify --json`, batch rows, the demo's
-result.json and the DICOM SR; a case whose QA verdict is fail has its answer withheld.
+"""Build the result of one classified case (ricecli.result.CaseResult) from the engine's outputs:
+calibrated label and probabilities, member votes, QA, timings, model; withheld when QA failed.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ricecli import __version__
-from ricecli.inference.calibration import apply_to_result
+from ricecli.inference.calibration import assess
+from ricecli.result import WITHHELD, CaseResult, Member, QAReport, plain
 
 if TYPE_CHECKING:
     from ricecli.inference.engine import Engine
@@ -26,101 +23,54 @@ INPUT_KEYS = ("post_op", "event", "dose", "mask", "dose_unit", "dose_fractions",
 
 def case_inputs_record(inputs: CaseInputs) -> dict[str, Any]:
     """The CaseInputs as plain JSON (paths as given, dose options)."""
-    return {k: _plain(getattr(inputs, k, None)) for k in INPUT_KEYS}
+    return {k: plain(getattr(inputs, k, None)) for k in INPUT_KEYS}
 
 
 def build_result(probs: np.ndarray, members: np.ndarray, model: LoadedModel, engine: Engine,
-                 qa: dict[str, Any], timings_s: dict[str, float],
-                 inputs: dict[str, Any]) -> dict[str, Any]:
-    """The result record: label, probabilities, member votes, QA, timings, model, inputs."""
+                 qa: QAReport, timings_s: dict[str, float], inputs: dict[str, Any], *,
+                 accept_qa_failure: bool = False, prepared_dir: str | None = None
+                 ) -> CaseResult:
+    """The result of one case: the label is the argmax of the calibrated mean p; a case whose
+    QA verdict is fail gets none (`withheld`) unless `accept_qa_failure`, which keeps it and
+    marks it as given despite the failure."""
     classes = list(model.spec.classes)
-    probs = np.asarray(probs, dtype=np.float64)
-    label = classes[int(np.argmax(probs))]
-    member_rows = []
+    raw = np.asarray(probs, dtype=np.float64)
+    member_raw = np.asarray(members, dtype=np.float64)
+    cal = assess(raw, member_raw, model.spec)
     votes = dict.fromkeys(classes, 0)
-    for i, p in enumerate(np.asarray(members, dtype=np.float64)):
+    rows = []
+    for p, p_cal in zip(member_raw, cal.members, strict=True):
         vote = classes[int(np.argmax(p))]
         votes[vote] += 1
-        member_rows.append({"member": i, "vote": vote, "probabilities":
-                            {c: float(v) for c, v in zip(classes, p, strict=True)}})
-    result = {
-        "label": label,
-        "probabilities": {c: float(v) for c, v in zip(classes, probs, strict=True)},
-        "decision": "argmax of the ensemble's mean probability",
-        "votes": votes,
-        "members": member_rows,
-        "qa": _plain(qa),
-        "warnings": qa_warnings(qa),
-        "timings_s": {k: round(float(v), 4) for k, v in timings_s.items()},
-        "model": {"name": model.name, "version": model.version, "sha256": model.sha256,
-                  "path": str(model.path)},
-        "engine": {"name": engine.name, "providers": list(engine.providers),
-                   "fallback": getattr(engine, "fallback", None)},
-        "inputs": inputs,
-        "ricecli_version": __version__,
-    }
-    return apply_to_result(result, probs, members, model.spec)  # calibrated p, raw p, spread
+        rows.append(Member(vote, {c: float(v) for c, v in zip(classes, p, strict=True)}, p_cal))
+    result = CaseResult(
+        label=max(classes, key=lambda c: cal.probabilities[c]),
+        probabilities=cal.probabilities,
+        probabilities_uncalibrated={c: float(v) for c, v in zip(classes, raw, strict=True)},
+        decision="argmax of the ensemble's mean calibrated probability (temperature on each "
+        "member)" if model.spec.calibration is not None else
+        "argmax of the ensemble's mean probability",
+        votes=votes, members=rows, uncertainty=cal.uncertainty, calibration=cal.calibration,
+        qa=qa, timings_s={k: round(float(v), 4) for k, v in timings_s.items()},
+        model={"name": model.name, "version": model.version, "sha256": model.sha256,
+               "path": str(model.path)},
+        engine={"name": engine.name, "providers": list(engine.providers),
+                "fallback": getattr(engine, "fallback", None)},
+        inputs=inputs, prepared_dir=prepared_dir)
+    if qa.verdict != "fail":
+        return result
+    if accept_qa_failure:
+        return replace(result, label_despite_qa_failure=True)
+    return withheld(result)
 
 
-def qa_failed(result: dict[str, Any]) -> bool:
-    """True when the case's QA verdict is fail (the answer cannot be trusted)."""
-    return (result.get("qa") or {}).get("verdict") == "fail"
+def withheld(result: CaseResult) -> CaseResult:
+    """The result of a case that failed QA: no label, probabilities, votes or members."""
+    return replace(result, label=None, probabilities=None, probabilities_uncalibrated=None,
+                   votes=None, members=[], uncertainty=None, decision=WITHHELD)
 
 
-def withhold_answer(result: dict[str, Any]) -> dict[str, Any]:
-    """No label for a case that failed QA: label, probabilities and votes become null."""
-    result.update(label=None, probabilities=None, votes=None, members=[],
-                  probabilities_uncalibrated=None, uncertainty=None,
-                  decision="no label: the QA verdict is fail (see qa.reasons); rerun with "
-                  "--accept-qa-failure to get the label anyway")
-    return result
-
-
-def qa_line(result: dict[str, Any]) -> str:
+def qa_line(result: CaseResult) -> str:
     """One line saying why a case failed QA."""
-    reasons = (result.get("qa") or {}).get("reasons") or ["no reason recorded"]
+    reasons = [f.message for f in result.qa.reasons] or ["no reason recorded"]
     return f"QA failed, no label: {'; '.join(reasons)}"
-
-
-def qa_warnings(qa: object, prefix: str = "") -> list[str]:
-    """Every string under a `warnings` key anywhere in the QA record, with its section."""
-    out: list[str] = []
-    if isinstance(qa, dict):
-        for key, value in qa.items():
-            where = f"{prefix}{key}"
-            if key == "warnings" and isinstance(value, (list, tuple)):
-                sect = prefix.rstrip(".")
-                out += [f"{sect}: {w}" if sect else str(w) for w in value]
-            elif key == "warning" and isinstance(value, str) and value:
-                out.append(f"{prefix.rstrip('.')}: {value}" if prefix else value)
-            else:
-                out += qa_warnings(value, where + ".")
-    elif isinstance(qa, (list, tuple)):
-        for item in qa:
-            out += qa_warnings(item, prefix)
-    return out
-
-
-def _plain(value: object) -> Any:
-    """JSON-safe copy: numpy scalars/arrays, paths, tuples, sets made plain."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-def to_json(result: dict[str, Any]) -> str:
-    """The result as indented JSON (private `_` keys left out)."""
-    return json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2,
-                      sort_keys=False) + "\n"

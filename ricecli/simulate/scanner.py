@@ -7,6 +7,7 @@ A pose is a rigid transform from scanner world (LPS mm) to the anatomy frame, so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,3 +264,26 @@ def to_grid(image: sitk.Image, grid: sitk.Image, pose: sitk.Transform,
             interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """Resample an anatomy-frame map onto a scanner-frame grid (float32)."""
     return sitk.Resample(image, grid, pose, interpolator, 0.0, sitk.sitkFloat32)
+
+
+def posed_copy(image: sitk.Image, angles_deg: Sequence[float], shift_mm: Sequence[float],
+               pad_mm: float = 40.0) -> sitk.Image:
+    """The same voxels after a rigid motion about the image centre, on a padded grid of the
+    image's own direction and spacing (the anatomy moves in the world; nothing is cut off)."""
+    size = np.asarray(image.GetSize())
+    spacing = np.asarray(image.GetSpacing())
+    centre = image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist())
+    motion = sitk.Euler3DTransform()  # new-grid point -> original point
+    motion.SetCenter(centre)
+    motion.SetRotation(*np.radians(angles_deg))
+    motion.SetTranslation([float(t) for t in shift_mm])
+    pad = np.ceil(pad_mm / spacing).astype(int)
+    new_size = size + 2 * pad
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    new_centre = np.asarray(motion.GetInverse().TransformPoint(centre))
+    origin = new_centre - direction @ (spacing * (new_size - 1) / 2.0)
+    grid = sitk.Image([int(n) for n in new_size], sitk.sitkFloat32)
+    grid.SetSpacing(spacing.tolist())
+    grid.SetDirection(direction.ravel().tolist())
+    grid.SetOrigin(origin.tolist())
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), grid, motion, sitk.sitkLinear, 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from ricecli.simulate.anatomy import Anatomy, distance_to, smooth_noise
@@ -156,3 +157,30 @@ def plan_dose(
         v95_cm3=float((high & anat.brain).sum() * vox_cm3),
         periventricular_v95=float((high & pv).sum() / max(pv.sum(), 1)),
     )
+
+
+def gaussian_dose(post_op: sitk.Image, peak_gy: float = 60.0, sigma_mm: float = 30.0,
+                  spacing_mm: float = 2.5) -> sitk.Image:
+    """A smooth dose in the post-op frame: a Gaussian field centred a little off the head's
+    centroid (so that it is not symmetric), on a 2.5 mm axis-aligned grid over the scan."""
+    arr = sitk.GetArrayViewFromImage(post_op)
+    head = sitk.Cast(post_op > float(np.percentile(arr[arr > 0], 20)) if np.any(arr > 0)
+                     else post_op > 0, sitk.sitkUInt8)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(head)
+    centre = np.asarray(stats.GetCentroid(1)) + np.array([20.0, 10.0, 10.0])
+    lo = np.asarray(post_op.TransformIndexToPhysicalPoint((0, 0, 0)))
+    hi = np.asarray(post_op.TransformIndexToPhysicalPoint([n - 1 for n in post_op.GetSize()]))
+    low, high = np.minimum(lo, hi) - 20, np.maximum(lo, hi) + 20
+    size = [int(n) for n in np.ceil((high - low) / spacing_mm) + 1]
+    return sitk.GaussianSource(sitk.sitkFloat32, size, [sigma_mm] * 3, centre.tolist(), peak_gy,
+                               low.tolist(), [spacing_mm] * 3, normalized=False)
+
+
+def centred_dose(image: sitk.Image, peak_gy: float = 60.0, sigma_mm: float = 30.0) -> sitk.Image:
+    """A Gaussian dose at the image's centre, on a ~3 mm grid of its own frame (QA checks on
+    real scans: scripts/qa_calibration.py, tests/test_qa.py)."""
+    ref = sitk.BinShrink(image, [max(1, int(round(3 / s))) for s in image.GetSpacing()])
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    return sitk.GaussianSource(sitk.sitkFloat32, ref.GetSize(), [sigma_mm] * 3, centre, peak_gy,
+                               ref.GetOrigin(), ref.GetSpacing(), ref.GetDirection(), False)

@@ -203,8 +203,8 @@ def test_reg_object_links_ct_frame_to_mr_frame(nbia: TreeTruth, files: Files) ->
     assert referenced == {truth.post_op_series_uid, truth.dose_frame_series_uid}
     # the matrix carries the CT's brain onto the MR's brain (centroids in world mm)
     folder = {uid: by_sop[s[0].SOPInstanceUID][0].parent for uid, s in series.items()}
-    ct = read_dicom_series(folder[truth.dose_frame_series_uid])
-    mri = read_dicom_series(folder[truth.post_op_series_uid])
+    ct = read_dicom_series(folder[truth.dose_frame_series_uid]).image
+    mri = read_dicom_series(folder[truth.post_op_series_uid]).image
     centroids = []
     for image, high in ((ct, 100.0), (mri, np.inf)):  # the CT's brain: 0-100 HU
         values = sitk.GetArrayFromImage(image)
@@ -241,8 +241,8 @@ def test_mutual_information_finds_the_reg_matrix(nbia: TreeTruth, files: Files) 
     by_sop, series = files
     truth = nbia.patients[P1]
     folder = {uid: by_sop[s[0].SOPInstanceUID][0].parent for uid, s in series.items()}
-    mri = read_dicom_series(folder[truth.post_op_series_uid])
-    ct = read_dicom_series(folder[truth.dose_frame_series_uid])
+    mri = read_dicom_series(folder[truth.post_op_series_uid]).image
+    ct = read_dicom_series(folder[truth.dose_frame_series_uid]).image
     found = affine_matrix(register_rigid(mri, ct, same_contrast=False).transform)  # MR -> CT
     reg = np.array(truth.reg_matrix).reshape(4, 4)  # CT -> MR
     points = np.array([mri.TransformContinuousIndexToPhysicalPoint([i, j, k])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ricecli.explain.incremental.runner import IncrementalNetwork
-from ricecli.memo import Memo
+from ricecli.memo import process_cache
 from ricecli.runtime import physical_cores
 
 if TYPE_CHECKING:
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["IncrementalNetwork", "incremental_for"]
 
 Choice = tuple[IncrementalNetwork | None, str]  # (runner or None for the plain path, label)
-RunnerKey = tuple[str, str, int | None, bool, str, int | None]
-RUNNERS: Memo[RunnerKey, Choice] = Memo(
-    "incremental-runners", "one incremental runner per model, engine and depth: its sessions "
-    "and the last volume's activations are reused by every explain of the process")
 
 
 def incremental_for(model: LoadedModel, engine: Engine, wanted: bool = True,
@@ -35,20 +31,20 @@ def incremental_for(model: LoadedModel, engine: Engine, wanted: bool = True,
     """(IncrementalNetwork or None, method label): incremental on ONNX Runtime CPU models only.
 
     depth: None = chosen by counted work; 1 = the stem only; larger = that many layer depths.
-    Kept per process (`RUNNERS`).
+    One per model, engine kind, threads and depth per process: its sessions and the last
+    volume's activations are reused by every explain of the process.
     """
-    threads: int | None = getattr(engine, "threads", None)
-    key = (str(model.path), model.sha256, threads, wanted, engine.name, depth)
-    return RUNNERS.get(key, lambda: _open(model, engine, wanted, threads, depth))
+    return _open(model, engine.name, getattr(engine, "threads", None), wanted, depth)
 
 
-def _open(model: LoadedModel, engine: Engine, wanted: bool, threads: int | None,
+@process_cache()
+def _open(model: LoadedModel, engine_name: str, threads: int | None, wanted: bool,
           depth: int | None) -> Choice:
     """The runner, or None and why the plain path runs instead."""
     if not wanted:
         return None, "plain (incremental off)"
-    if model.format != "onnx" or engine.name != "onnxruntime-cpu":
-        return None, f"plain (engine {engine.name})"
+    if engine_name != "onnxruntime-cpu":
+        return None, f"plain (engine {engine_name})"
     try:
         runner = IncrementalNetwork.from_model(model.path, threads or physical_cores(), depth)
     except ImportError as err:  # the onnx package is missing

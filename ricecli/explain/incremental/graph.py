@@ -5,6 +5,7 @@ the residual Add, reachable from `volumes` through local layers only. For an out
 conv or pool reads the input [o*s - p, o*s - p + K), K = (k - 1) * dilation + 1 (its reach).
 Depth = the number of conv/pool layers on the longest path from `volumes`. `analyse` returns
 a reason instead of a split when the graph does not fit (the caller then runs the plain path).
+Stem convs merged at export (one Conv + a channel Split) are read as the convs they came from.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def analyse(model_path: str | Path) -> NetworkSplit | str:
     raw = Path(model_path).read_bytes()
     model = onnx.load_from_string(raw)
     graph = model.graph
+    split_merged_convs(graph)
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
            for n in graph.node for a in n.attribute):
         return "graph has control flow (subgraphs)"
@@ -183,6 +185,50 @@ def constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return out
 
 
-def split_stem(model_path: str | Path) -> NetworkSplit | str:
-    """Kept name: the split of a graph (`analyse`), or why it does not fit."""
-    return analyse(model_path)
+def split_merged_convs(graph: onnx.GraphProto) -> int:
+    """Undo export/merge_convs.py in place: a Conv whose only reader is a channel Split becomes
+    one Conv per part, so each member's stem is a local op of its own (the very convs, weights
+    and outputs of the unmerged graph). Returns how many Convs were split."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    done = 0
+    for conv in [n for n in graph.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx")]:
+        users = readers.get(conv.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Split" or len(conv.input) < 3 \
+                or any(i not in inits for i in conv.input[1:3]):
+            continue
+        split = users[0]
+        if int(attributes(split).get("axis", 0)) != 1 or len(split.input) < 2 \
+                or split.input[1] not in inits:
+            continue
+        sizes = numpy_helper.to_array(inits[split.input[1]]).tolist()
+        weight, bias = (numpy_helper.to_array(inits[i]) for i in conv.input[1:3])
+        edges = np.cumsum([0, *sizes])
+        parts, tensors = [], []
+        for k, out in enumerate(split.output):
+            stem = f"{conv.name or conv.output[0]}_part{k}"
+            tensors += [numpy_helper.from_array(weight[edges[k]:edges[k + 1]], f"{stem}_w"),
+                        numpy_helper.from_array(bias[edges[k]:edges[k + 1]], f"{stem}_b")]
+            part = helper.make_node("Conv", [conv.input[0], f"{stem}_w", f"{stem}_b"], [out],
+                                    name=stem)
+            part.attribute.extend(conv.attribute)
+            parts.append(part)
+        nodes = list(graph.node)
+        at = nodes.index(conv)
+        nodes = [n for n in nodes if n is not conv and n is not split]
+        nodes[at:at] = parts
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(tensors)
+        done += 1
+    if done:
+        used = {i for n in graph.node for i in n.input}
+        kept = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return done

@@ -169,12 +169,3 @@ class IncrementalNetwork:
         parts = list(self.batches(volume, occlusions, fill, batch))
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
-
-class IncrementalStem(IncrementalNetwork):
-    """The stem-only form (depth 1): the convs that read `volumes` run on windows."""
-
-    @classmethod
-    def from_model(cls, model_path: str | Path, threads: int,
-             depth: int | None = 1) -> IncrementalNetwork | str:
-        """The stem-only runner (depth 1 unless given) or why it does not apply."""
-        return super().from_model(model_path, threads, depth=1 if depth is None else depth)

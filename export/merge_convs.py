@@ -1,26 +1,30 @@
-"""Exact load-time rewrites of a ricenet ONNX graph that make ONNX Runtime's CPU path faster.
+"""Merge sibling convs of a ricenet ONNX graph, once, when the model is written (exact).
 
-Profiling the shipped 5-member edge ensemble (SessionOptions.enable_profiling) showed ~80 % of
-ORT's time in the five 7^3 stride-2 stem convs on 3 channels: ORT's CPU 3D conv expands the
-input (im2col, 1029 rows x every output voxel) once per conv and then multiplies by only 8
-filters, so the memory-bound expansion dominates and is repeated for every member. Sibling
-convs that read the same tensor with the same geometry are merged into one conv with all their
-filters (one expansion, a 5x taller GEMM) followed by a Split: the same dot products, so the
-outputs are unchanged (bit-identical in our checks). Session settings live in sessions.py.
+    python export/merge_convs.py IN.onnx OUT.onnx     # e.g. an older export, rewritten once
+
+Profiling the 5-member edge ensemble showed ~80 % of ONNX Runtime's CPU time in the five 7^3
+stride-2 stem convs that all read `volumes`: ORT expands the input (im2col) once per conv and
+then multiplies by only 8 filters. Convs that read the same tensor with the same geometry are
+merged into one conv with all their filters followed by a Split: the same dot products, so the
+outputs are bit-identical, with one expansion instead of five. export/to_onnx.py applies it to
+every export; metadata_props (spec, card) are kept.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # onnx is imported where it is used: ricecli runs without it
+if TYPE_CHECKING:
     from onnx import ModelProto, NodeProto, TensorProto
 
 ConvKey = tuple[str, tuple[tuple[str, str], ...], tuple[int, ...], int]
+MIN_OPSET = 13  # Split takes its sizes as an input from opset 13
 
 
 def _conv_key(node: NodeProto, inits: dict[str, TensorProto]) -> ConvKey | None:
@@ -39,15 +43,26 @@ def _conv_key(node: NodeProto, inits: dict[str, TensorProto]) -> ConvKey | None:
     return (node.input[0], attrs, tuple(weight.dims[1:]), weight.data_type)
 
 
+def opset(model: ModelProto) -> int:
+    """The model's default-domain opset."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+               default=0)
+
+
 def merge_sibling_convs(model: ModelProto) -> int:
     """Merge Convs reading the same tensor with the same geometry into Conv + Split, in place.
 
-    Returns how many Conv nodes were removed.
+    Returns how many Conv nodes were removed (0 below opset 13, where Split differs).
     """
     from onnx import helper, numpy_helper
 
+    if opset(model) < MIN_OPSET:
+        return 0
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:  # the torch exporter shares equal weights through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     groups: dict[ConvKey, list[NodeProto]] = defaultdict(list)
     for node in graph.node:
         key = _conv_key(node, inits)
@@ -80,6 +95,12 @@ def merge_sibling_convs(model: ModelProto) -> int:
         graph.initializer.extend(new_inits)
         removed += len(convs) - 1
     if removed:
+        outputs = {o.name for o in graph.output}
+        used = {i for n in graph.node for i in n.input}
+        orphans = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits
+                   and n.output[0] not in used | outputs]
+        for node in orphans:
+            graph.node.remove(node)
         used = {i for n in graph.node for i in n.input}
         kept = [t for t in graph.initializer if t.name in used]
         del graph.initializer[:]
@@ -87,26 +108,23 @@ def merge_sibling_convs(model: ModelProto) -> int:
     return removed
 
 
-def _opset(model: ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-               default=0)
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite one model file; exit 1 when there was nothing to merge."""
+    import onnx
+
+    ap = argparse.ArgumentParser(prog="python export/merge_convs.py", description=__doc__)
+    ap.add_argument("model", type=Path)
+    ap.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    model = onnx.load(str(args.model))
+    removed = merge_sibling_convs(model)
+    if not removed:
+        print(f"{args.model}: no sibling convs to merge (opset {opset(model)})", file=sys.stderr)
+        return 1
+    onnx.save(model, str(args.out))
+    print(f"wrote {args.out}: {removed} conv(s) merged away")
+    return 0
 
 
-def rewritten_model(path: str | Path) -> bytes | str:
-    """The model at `path` with the exact rewrites applied (bytes), or why it was left as is."""
-    try:
-        import onnx
-    except ImportError:
-        return "the onnx package is missing"
-    model = onnx.load(str(path))
-    if _opset(model) < 13:  # Split takes its sizes as an input from opset 13
-        return f"opset {_opset(model)} < 13"
-    if merge_sibling_convs(model) == 0:
-        return "no sibling convs to merge"
-    return model.SerializeToString()
-
-
-def cpu_session_source(path: str | Path) -> str | bytes:
-    """What to hand InferenceSession for the CPU provider: rewritten bytes, else the path."""
-    out = rewritten_model(path)
-    return str(path) if isinstance(out, str) else out
+if __name__ == "__main__":
+    raise SystemExit(main())
