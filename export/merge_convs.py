@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ricecli.explain.incremental.graph import drop_unused_initializers
+
 if TYPE_CHECKING:
     from onnx import ModelProto, NodeProto, TensorProto
 
@@ -101,10 +103,7 @@ def merge_sibling_convs(model: ModelProto) -> int:
                    and n.output[0] not in used | outputs]
         for node in orphans:
             graph.node.remove(node)
-        used = {i for n in graph.node for i in n.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unused_initializers(graph)
     return removed
 
 

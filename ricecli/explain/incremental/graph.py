@@ -185,6 +185,14 @@ def constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return out
 
 
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove the initializers no node reads any more (after a rewrite replaced their users)."""
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def split_merged_convs(graph: onnx.GraphProto) -> int:
     """Undo export/merge_convs.py in place: a Conv whose only reader is a channel Split becomes
     one Conv per part, so each member's stem is a local op of its own (the very convs, weights
@@ -227,8 +235,5 @@ def split_merged_convs(graph: onnx.GraphProto) -> int:
         graph.initializer.extend(tensors)
         done += 1
     if done:
-        used = {i for n in graph.node for i in n.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unused_initializers(graph)
     return done

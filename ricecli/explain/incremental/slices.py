@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ricecli.explain.incremental.graph import attributes, constants
+from ricecli.explain.incremental.graph import attributes, constants, drop_unused_initializers
 
 if TYPE_CHECKING:
     import onnx
@@ -135,8 +135,5 @@ def conv_as_depth_slices(model: onnx.ModelProto) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
         graph.initializer.extend(new_inits)
-        used = {i for n in graph.node for i in n.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unused_initializers(graph)
     return done
